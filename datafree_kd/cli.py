@@ -1,0 +1,48 @@
+"""The ``dfkd`` command line. User errors become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import DfkdError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .commands import evaluate, listing, teacher
+
+    parser = argparse.ArgumentParser(
+        prog="dfkd",
+        description="Data-free knowledge distillation suite.",
+        epilog="Config overrides go after the options as key=value (e.g. epochs=5 lr=0.1).",
+    )
+    parser.add_argument("--version", action="version", version=f"dfkd {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in (teacher, evaluate, listing):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra if a not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = overrides
+    try:
+        return int(args.func(args) or 0)
+    except DfkdError as exc:
+        print(f"dfkd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dfkd: interrupted (resume with --resume where the command supports it)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

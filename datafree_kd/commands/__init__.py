@@ -1,0 +1,1 @@
+"""``dfkd`` subcommands; each module offers ``add_parser(subparsers)`` setting ``func``."""

@@ -1,0 +1,568 @@
+"""The built-in datasets: where their files are looked for, how they are validated, what they report.
+
+Standard benchmarks (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN) are read from their original file
+formats by our own parsers (``readers``), so tiny test files work and nothing runs code from a file;
+torchvision is used only to *download*, and only when the caller asks. Two generic loaders,
+``folder`` and ``tensors``, bring the user's own data. Images are kept as uint8 N,C,H,W in memory
+(``tensors`` keeps float input as float32) and leave ``ImageTensors.batches`` as floats in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+from .info import DatasetInfo
+from .memory import ImageTensors
+from .readers import (
+    IMAGE_EXTENSIONS,
+    as_names,
+    image_header,
+    is_gray_mode,
+    load_pickle,
+    read_idx,
+    read_image,
+    read_mat,
+    read_tensor_file,
+    str_keys,
+)
+from .registry import SPLITS, register_dataset
+
+# System-wide copies installed by OS packages, looked at after the user's root. A module-level
+# table so tests (and unusual installs) can point it elsewhere.
+SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("/usr/share/datasets/fashion-mnist",),
+}
+
+
+def default_root() -> Path:
+    """Where downloads go (and are found again) when no root is given."""
+    return Path("~/.cache/datafree_kd/data").expanduser()
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; use one of {SPLITS}")
+    return split
+
+
+def _base(root: str | os.PathLike | None) -> Path:
+    return Path(root).expanduser() if root is not None else default_root()
+
+
+def _search_dirs(name: str, root: str | os.PathLike | None, subdirs: Sequence[str]) -> list[Path]:
+    """The conventional sub-folders of the user's root (or of the download dir), the root itself,
+    then system-wide copies."""
+    base = _base(root)
+    dirs = [base / s for s in subdirs] + [base]
+    dirs += [Path(d) for d in SYSTEM_DIRS.get(name, ())]
+    return list(dict.fromkeys(dirs))
+
+
+def _not_found(what: str, looked: Iterable[Path], hint: str, root: str | os.PathLike | None) -> DatasetError:
+    where = ", ".join(str(d) for d in looked)
+    return DatasetError(f"{what} not found (looked in: {where}); {hint}", _base(root))
+
+
+def _download(tv_class: str, root: Path, **kwargs: Any) -> None:
+    """Fetch through torchvision (which checks the archive's md5); only called on request."""
+    import torchvision.datasets
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        getattr(torchvision.datasets, tv_class)(str(root), download=True, **kwargs)
+    except Exception as e:  # network, disk, checksum: all user-fixable
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"downloading {tv_class} failed: {first}", root) from None
+
+
+def _labels_array(value: Any, path: Path, key: str) -> np.ndarray:
+    """Integer labels as a 1-D int64 array (accepts lists and N,1 arrays as the formats store them)."""
+    arr = np.asarray(value)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise DatasetError(f"{key!r} must be a 1-D list of integer labels (got {arr.dtype}, "
+                           f"shape {arr.shape})", path)
+    return arr.astype(np.int64)
+
+
+def _check_label_range(labels: np.ndarray | torch.Tensor, num_classes: int, path: Path) -> None:
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DatasetError(
+            f"labels must lie in 0..{num_classes - 1}; found {int(labels.min())}..{int(labels.max())}",
+            path,
+        )
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (population) of N,C,H,W images, in [0, 1] units.
+
+    Accumulates in float64 over chunks, so large uint8 sets need no full float copy.
+    """
+    c = images.shape[1]
+    s1 = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for chunk in images.split(1024):
+        x = chunk.double()
+        if images.dtype == torch.uint8:
+            x /= 255.0
+        s1 += x.sum(dim=(0, 2, 3))
+        s2 += (x * x).sum(dim=(0, 2, 3))
+    n = images.numel() // c
+    mean = s1 / n
+    std = (s2 / n - mean * mean).clamp_min(0).sqrt()
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _stats_or_error(images: torch.Tensor, path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean, std = channel_stats(images)
+    flat = [i for i, s in enumerate(std) if s < 1e-6]
+    if flat:
+        raise DatasetError(
+            f"train images are constant in channel(s) {flat}; normalising by a zero std is undefined",
+            path,
+        )
+    return mean, std
+
+
+# ------------------------------------------------------------------------- MNIST family (IDX)
+
+
+@dataclass(frozen=True)
+class _IdxSpec:
+    name: str
+    tv_class: str  # torchvision class used to download; it stores files in root/<tv_class>/raw
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    hint: str
+
+
+FASHION_MNIST = _IdxSpec(
+    name="fashion-mnist",
+    tv_class="FashionMNIST",
+    mean=(0.2860,),
+    std=(0.3530,),
+    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    hint="install Debian's copy (apt-get install dataset-fashion-mnist), pass --data-root DIR "
+         "holding the IDX files, or allow downloading (--download)",
+)
+
+MNIST = _IdxSpec(
+    name="mnist",
+    tv_class="MNIST",
+    mean=(0.1307,),
+    std=(0.3081,),
+    class_names=tuple(str(d) for d in range(10)),
+    hint="pass --data-root DIR holding the IDX files (in DIR or DIR/MNIST/raw), "
+         "or allow downloading (--download)",
+)
+
+
+def _find_idx_pair(dirs: Iterable[Path], prefix: str) -> tuple[Path, Path] | None:
+    """The first directory holding both the images and labels file of a split (raw or .gz)."""
+    for d in dirs:
+        pair = []
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            stem = d / f"{prefix}-{kind}"
+            hit = next((p for p in (stem, stem.with_name(stem.name + ".gz")) if p.is_file()), None)
+            pair.append(hit)
+        if pair[0] is not None and pair[1] is not None:
+            return pair[0], pair[1]
+    return None
+
+
+def _load_idx(spec: _IdxSpec, split: str, root: str | os.PathLike | None, download: bool) -> ImageTensors:
+    prefix = "train" if _check_split(split) == "train" else "t10k"
+    raw = f"{spec.tv_class}/raw"
+    dirs = _search_dirs(spec.name, root, [raw])
+    found = _find_idx_pair(dirs, prefix)
+    if found is None and download:
+        _download(spec.tv_class, _base(root), train=split == "train")
+        found = _find_idx_pair([_base(root) / raw], prefix)
+    if found is None:
+        what = f"{spec.name} {split} files ({prefix}-images-idx3-ubyte[.gz], {prefix}-labels-idx1-ubyte[.gz])"
+        raise _not_found(what, dirs, spec.hint, root)
+    images_path, labels_path = found
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise DatasetError(f"expected N x H x W square images, found shape {images.shape}", images_path)
+    if labels.ndim != 1:
+        raise DatasetError(f"expected a 1-D label file, found shape {labels.shape}", labels_path)
+    if len(labels) != len(images):
+        raise DatasetError(f"{len(labels)} labels for {len(images)} images in {images_path.name}",
+                           labels_path)
+    _check_label_range(labels, 10, labels_path)
+    info = DatasetInfo(spec.name, 10, 1, images.shape[1], spec.mean, spec.std, spec.class_names)
+    return ImageTensors(torch.from_numpy(images).unsqueeze(1),
+                        torch.from_numpy(labels.astype(np.int64)), info)
+
+
+@register_dataset("fashion-mnist")
+def fashion_mnist(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+    """Fashion-MNIST (28x28 grey, 10 classes) from IDX files: root, root/FashionMNIST/raw, Debian."""
+    return _load_idx(FASHION_MNIST, split, root, download)
+
+
+@register_dataset("mnist")
+def mnist(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+    """MNIST digits (28x28 grey, 10 classes) from IDX files: root or root/MNIST/raw."""
+    return _load_idx(MNIST, split, root, download)
+
+
+# ----------------------------------------------------------------------- CIFAR (pickles)
+
+
+@dataclass(frozen=True)
+class _CifarSpec:
+    name: str
+    tv_class: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    meta_file: str
+    meta_key: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_names: tuple[str, ...]  # used when the meta file is absent
+
+
+CIFAR10 = _CifarSpec(
+    name="cifar10",
+    tv_class="CIFAR10",
+    folder="cifar-10-batches-py",
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_files=("test_batch",),
+    label_key="labels",
+    meta_file="batches.meta",
+    meta_key="label_names",
+    num_classes=10,
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+    default_names=("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"),
+)
+
+CIFAR100 = _CifarSpec(
+    name="cifar100",
+    tv_class="CIFAR100",
+    folder="cifar-100-python",
+    train_files=("train",),
+    test_files=("test",),
+    label_key="fine_labels",
+    meta_file="meta",
+    meta_key="fine_label_names",
+    num_classes=100,
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+    default_names=(),
+)
+
+
+def _load_cifar(spec: _CifarSpec, split: str, root: str | os.PathLike | None, download: bool) -> ImageTensors:
+    files = spec.train_files if _check_split(split) == "train" else spec.test_files
+    base = _base(root)
+    dirs = _search_dirs(spec.name, root, [spec.folder])
+
+    def find() -> Path | None:
+        return next((d for d in dirs if all((d / f).is_file() for f in files)), None)
+
+    folder = find()
+    if folder is None and download:
+        _download(spec.tv_class, base, train=split == "train")
+        folder = find()
+    if folder is None:
+        raise _not_found(
+            f"{spec.name} {split} batches ({', '.join(files)})",
+            dirs,
+            f"pass --data-root DIR containing {spec.folder}/ (the extracted 'python version' "
+            "archive), or allow downloading (--download)",
+            root,
+        )
+
+    images, labels = [], []
+    for name in files:
+        path = folder / name
+        batch = str_keys(load_pickle(path), path)
+        for key in ("data", spec.label_key):
+            if key not in batch:
+                raise DatasetError(f"batch has no {key!r} entry (keys: {sorted(batch)})", path)
+        data = batch["data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+                or data.shape[1] != 3 * 32 * 32:
+            shape = getattr(data, "shape", None)
+            raise DatasetError(f"'data' must be a uint8 array of shape N x 3072, found "
+                               f"{getattr(data, 'dtype', type(data).__name__)} {shape}", path)
+        lab = _labels_array(batch[spec.label_key], path, spec.label_key)
+        if len(lab) != len(data):
+            raise DatasetError(f"{len(lab)} labels for {len(data)} images", path)
+        _check_label_range(lab, spec.num_classes, path)
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(lab)
+
+    class_names = spec.default_names
+    meta_path = folder / spec.meta_file
+    if meta_path.is_file():
+        meta = str_keys(load_pickle(meta_path), meta_path)
+        if spec.meta_key not in meta:
+            raise DatasetError(f"meta file has no {spec.meta_key!r} entry", meta_path)
+        class_names = as_names(meta[spec.meta_key], meta_path, spec.meta_key)
+        if len(class_names) != spec.num_classes:
+            raise DatasetError(f"{len(class_names)} class names, expected {spec.num_classes}",
+                               meta_path)
+    info = DatasetInfo(spec.name, spec.num_classes, 3, 32, spec.mean, spec.std, class_names)
+    return ImageTensors(torch.from_numpy(np.concatenate(images)),
+                        torch.from_numpy(np.concatenate(labels)), info)
+
+
+@register_dataset("cifar10")
+def cifar10(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+    """CIFAR-10 (32x32 RGB, 10 classes) from the python pickle batches in root/cifar-10-batches-py."""
+    return _load_cifar(CIFAR10, split, root, download)
+
+
+@register_dataset("cifar100")
+def cifar100(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+    """CIFAR-100 (32x32 RGB, 100 fine classes) from the pickles in root/cifar-100-python."""
+    return _load_cifar(CIFAR100, split, root, download)
+
+
+# ---------------------------------------------------------------------------- SVHN (.mat)
+
+SVHN_MEAN = (0.4377, 0.4438, 0.4728)
+SVHN_STD = (0.1980, 0.2010, 0.1970)
+
+
+@register_dataset("svhn")
+def svhn(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+    """SVHN cropped digits (32x32 RGB, 10 classes) from train_32x32.mat / test_32x32.mat.
+
+    The .mat files store X as H,W,C,N and the digit 0 as label 10; both are undone here.
+    """
+    filename = f"{_check_split(split)}_32x32.mat"
+    dirs = _search_dirs("svhn", root, ["svhn", "SVHN"])
+    path = next((d / filename for d in dirs if (d / filename).is_file()), None)
+    if path is None and download:
+        _download("SVHN", _base(root), split=split)
+        path = _base(root) / filename if (_base(root) / filename).is_file() else None
+    if path is None:
+        raise _not_found(f"svhn {split} file {filename}", dirs,
+                         "pass --data-root DIR containing train_32x32.mat and test_32x32.mat, "
+                         "or allow downloading (--download)", root)
+    mat = read_mat(path)
+    for key in ("X", "y"):
+        if key not in mat:
+            raise DatasetError(f"no variable {key!r} in the .mat file", path)
+    x = mat["X"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] != 3 \
+            or x.shape[0] != x.shape[1]:
+        raise DatasetError(f"'X' must be uint8 of shape H x W x 3 x N with H == W, found "
+                           f"{getattr(x, 'dtype', '?')} {getattr(x, 'shape', '?')}", path)
+    y = _labels_array(mat["y"], path, "y")
+    if len(y) != x.shape[3]:
+        raise DatasetError(f"{len(y)} labels for {x.shape[3]} images", path)
+    _check_label_range(y, 11, path)  # 1..10 as stored (0 tolerated)
+    y = np.where(y == 10, 0, y)
+    images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))  # H,W,C,N -> N,C,H,W
+    info = DatasetInfo("svhn", 10, 3, x.shape[0], SVHN_MEAN, SVHN_STD,
+                       tuple(str(d) for d in range(10)))
+    return ImageTensors(torch.from_numpy(images), torch.from_numpy(y), info)
+
+
+# ------------------------------------------------------------------- folder of images
+
+
+def _user_dir(name: str, root: str | os.PathLike | None, layout: str) -> Path:
+    """The root a user-data loader needs; these have no default location."""
+    if root is None:
+        raise DatasetError(f"the {name!r} dataset needs a data root (--data-root DIR) laid out as {layout}")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DatasetError(f"no such directory; the {name!r} dataset expects {layout}", base)
+    return base
+
+
+_FOLDER_LAYOUT = "DIR/train/<class>/*.png|jpg and DIR/test/<class>/..."
+
+
+def _scan_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class folders (sorted, hidden ones skipped) and their image files, like ImageFolder."""
+    if not split_dir.is_dir():
+        raise DatasetError(f"no such directory; expected {_FOLDER_LAYOUT}", split_dir)
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise DatasetError("no class sub-folders found", split_dir)
+    samples: list[tuple[Path, int]] = []
+    for idx, cls in enumerate(classes):
+        for dirpath, dirnames, filenames in sorted(os.walk(split_dir / cls, followlinks=True)):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for f in sorted(filenames):
+                if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((Path(dirpath) / f, idx))
+    if not samples:
+        raise DatasetError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found", split_dir)
+    return classes, samples
+
+
+def _read_folder_images(samples: list[tuple[Path, int]], mode: str, size: int | None,
+                        split_dir: Path) -> np.ndarray:
+    """Decode every image in ``mode``; all must share one square size (no silent resizing)."""
+    reference: str = "the train images"
+    for path, _ in samples:
+        _, (w, h) = image_header(path)
+        if size is None:
+            if w != h:
+                raise DatasetError(f"images must be square, but {path} is {w}x{h}; crop or pad "
+                                   "them first", split_dir)
+            size, reference = w, str(path)
+        if (w, h) != (size, size):
+            raise DatasetError(
+                f"images differ in size: {path} is {w}x{h} but {reference} is {size}x{size}; "
+                "resize them all to one square size first (nothing is resized silently)",
+                split_dir,
+            )
+    stacked = np.stack([read_image(path, mode) for path, _ in samples])
+    return stacked[:, None] if mode == "L" else stacked.transpose(0, 3, 1, 2)
+
+
+@register_dataset("folder")
+def image_folder(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+    """A folder of images per class (ImageFolder layout), decoded into memory.
+
+    Mode and normalisation statistics come from the train split, so both splits report the same
+    DatasetInfo; RGB unless every train image is greyscale.
+    """
+    _check_split(split)
+    base = _user_dir("folder", root, _FOLDER_LAYOUT)
+    train_dir, test_dir = base / "train", base / "test"
+    classes, train_samples = _scan_folder(train_dir)
+    test_classes, test_samples = _scan_folder(test_dir)
+    if test_classes != classes:
+        only_train = sorted(set(classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(classes))
+        raise DatasetError(f"train and test have different class folders (only in train: "
+                           f"{only_train or 'none'}; only in test: {only_test or 'none'})", base)
+    counts = np.bincount([c for _, c in train_samples], minlength=len(classes))
+    if (counts == 0).any():
+        empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+        raise DatasetError(f"train class folder(s) without images: {empty}", train_dir)
+    mode = "L" if all(is_gray_mode(image_header(p)[0]) for p, _ in train_samples) else "RGB"
+    train_images = torch.from_numpy(_read_folder_images(train_samples, mode, None, train_dir))
+    mean, std = _stats_or_error(train_images, train_dir)
+    c, size = train_images.shape[1], train_images.shape[2]
+    info = DatasetInfo("folder", len(classes), c, size, mean, std, tuple(classes))
+    if split == "train":
+        images, samples = train_images, train_samples
+    else:
+        images = torch.from_numpy(_read_folder_images(test_samples, mode, size, test_dir))
+        samples = test_samples
+    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
+    return ImageTensors(images, labels, info)
+
+
+# ------------------------------------------------------------------- tensors (.pt / .npz)
+
+_TENSORS_LAYOUT = ("DIR/train.pt|train.npz and DIR/test.pt|test.npz holding 'images' "
+                   "(uint8 or float in [0,1], N,C,H,W or N,H,W) and 'labels'")
+
+
+def _tensor_file(base: Path, split: str) -> Path:
+    found = [p for p in (base / f"{split}.pt", base / f"{split}.npz") if p.is_file()]
+    if not found:
+        raise DatasetError(f"no {split}.pt or {split}.npz; expected {_TENSORS_LAYOUT}", base)
+    if len(found) > 1:
+        raise DatasetError(f"both {split}.pt and {split}.npz exist; keep one", base)
+    return found[0]
+
+
+def _as_tensor(value: Any, path: Path, key: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "buif":
+            raise DatasetError(f"{key!r} has unsupported dtype {value.dtype}", path)
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if key == "labels" and isinstance(value, (list, tuple)):
+        try:
+            return torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise DatasetError(f"{key!r} must be a tensor or array, found {type(value).__name__}", path)
+
+
+def _read_tensor_split(base: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], Path]:
+    """Validated ``(images N,C,H,W, labels int64, class_names, path)`` of one split."""
+    path = _tensor_file(base, split)
+    content = read_tensor_file(path)
+    missing = [k for k in ("images", "labels") if k not in content]
+    if missing:
+        raise DatasetError(f"missing {missing} (found keys: {sorted(map(str, content))})", path)
+    images = _as_tensor(content["images"], path, "images")
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4:
+        raise DatasetError(f"'images' must be N,C,H,W or N,H,W, found shape {tuple(images.shape)}", path)
+    n, c, h, w = images.shape
+    if h != w:
+        hint = " (looks channels-last: permute to N,C,H,W)" if w in (1, 3, 4) and c == h else ""
+        raise DatasetError(f"images must be square N,C,H,W, found shape {tuple(images.shape)}{hint}", path)
+    if n == 0:
+        raise DatasetError("no images", path)
+    if images.dtype == torch.uint8:
+        pass
+    elif images.is_floating_point():
+        lo, hi = float(images.min()), float(images.max())
+        if not (torch.isfinite(images).all() and lo >= 0.0 and hi <= 1.0):
+            raise DatasetError(f"float images must lie in [0, 1]; found values in [{lo}, {hi}]"
+                               + (" (divide by 255?)" if hi > 1.0 and hi <= 255.0 else ""), path)
+        images = images.float()
+    else:
+        raise DatasetError(f"images must be uint8 (0..255) or float in [0, 1], found {images.dtype}", path)
+    labels = _as_tensor(content["labels"], path, "labels")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise DatasetError(f"labels must be integers, found {labels.dtype}", path)
+    if labels.dim() != 1 or len(labels) != n:
+        raise DatasetError(f"need one label per image: {n} images, labels of shape "
+                           f"{tuple(labels.shape)}", path)
+    names = as_names(content["class_names"], path, "class_names") if "class_names" in content else ()
+    return images.contiguous(), labels.long(), names, path
+
+
+@register_dataset("tensors")
+def tensors(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+    """Arrays the user saved (``train``/``test`` as .pt or .npz), loaded without pickles.
+
+    ``num_classes`` is ``len(class_names)`` if given, else the largest train label + 1; mean/std
+    come from the train split, so both splits report the same DatasetInfo.
+    """
+    _check_split(split)
+    base = _user_dir("tensors", root, _TENSORS_LAYOUT)
+    train_images, train_labels, names, train_path = _read_tensor_split(base, "train")
+    num_classes = len(names) if names else int(train_labels.max()) + 1
+    _check_label_range(train_labels, num_classes, train_path)
+    mean, std = _stats_or_error(train_images, train_path)
+    _, c, size, _ = train_images.shape
+    try:
+        info = DatasetInfo("tensors", num_classes, c, size, mean, std, names)
+    except ValueError as e:
+        raise DatasetError(str(e), train_path) from None
+    if split == "train":
+        return ImageTensors(train_images, train_labels, info)
+    images, labels, test_names, test_path = _read_tensor_split(base, "test")
+    if test_names and test_names != names:
+        raise DatasetError("class_names differ from the train split's", test_path)
+    if images.shape[1:] != train_images.shape[1:]:
+        raise DatasetError(f"test images are {tuple(images.shape[1:])}, train images "
+                           f"{tuple(train_images.shape[1:])}", test_path)
+    _check_label_range(labels, num_classes, test_path)
+    return ImageTensors(images, labels, info)

@@ -1,0 +1,40 @@
+"""The short summary table every subcommand prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(rows: list[tuple[str, Any]]) -> str:
+    """Two aligned columns: name and value."""
+    rows = [(name, _fmt(value)) for name, value in rows if value is not None]
+    width = max((len(name) for name, _ in rows), default=0)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def results_summary(results: dict[str, Any]) -> str:
+    """The key figures of a results.json, in a fixed order."""
+    rows: list[tuple[str, Any]] = [
+        ("model", results.get("arch") or results.get("model")),
+        ("dataset", results.get("dataset")),
+        ("test_accuracy", results.get("test_accuracy")),
+        ("reference_accuracy", results.get("reference_accuracy")),
+        ("agreement", results.get("agreement")),
+        ("ece", results.get("ece")),
+        ("params", results.get("params")),
+        ("flops", results.get("flops")),
+        ("latency_ms_per_image", results.get("latency_ms_per_image")),
+        ("throughput_images_per_s", results.get("throughput_images_per_s")),
+        ("train_time_s", results.get("train_time_s")),
+    ]
+    for name, value in sorted(results.get("attacks", {}).items()):
+        rows.append((f"attack {name}", value))
+    return format_table(rows)

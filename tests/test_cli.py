@@ -1,0 +1,159 @@
+"""The command line: run-directory contract and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import requires_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dfkd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "datafree_kd.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A lenet5 teacher trained for 2 epochs on the toy `tensors` dataset through the CLI."""
+    from conftest import write_tensor_dataset
+
+    root = tmp_path_factory.mktemp("cli")
+    data = write_tensor_dataset(root / "toy", n_train=256, n_test=64)
+    out = root / "teacher"
+    proc = dfkd("teacher", "train", "--dataset", "tensors", "--data-root", str(data), "--arch", "lenet5",
+                "--epochs", "2", "--out", str(out), "batch_size=32", "latency_runs=2", "hflip=false")
+    assert proc.returncode == 0, proc.stderr
+    return data, out, proc
+
+
+def test_teacher_train_writes_the_run_directory(trained):
+    data, out, proc = trained
+    results = json.loads((out / "results.json").read_text())
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (out / "model.pt").is_file() and (out / "last.pt").is_file()
+    assert config["epochs"] == 2 and config["batch_size"] == 32 and config["dataset"] == "tensors"
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_accuracy"] > 0.5  # toy is easy
+    assert results["params"] > 0 and results["flops"] > 0 and results["latency_ms_per_image"] > 0
+    assert len(results["history"]) == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "test_accuracy" in proc.stdout
+
+
+def test_evaluate_reproduces_training_accuracy(trained, tmp_path):
+    data, out, _ = trained
+    proc = dfkd("evaluate", str(out / "model.pt"), "--data-root", str(data), "--reference", str(out / "model.pt"),
+                "--out", str(tmp_path / "ev"), "latency_runs=2")
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads((tmp_path / "ev" / "results.json").read_text())
+    train = json.loads((out / "results.json").read_text())
+    assert ev["test_accuracy"] == pytest.approx(train["test_accuracy"])
+    assert ev["agreement"] == 1.0 and ev["dataset"] == "tensors"
+    assert set(ev["per_class_accuracy"]) == {"0", "1", "2", "3"}
+    for key in ("params", "flops", "latency_ms_per_image", "ece"):
+        assert key in ev and key in proc.stdout
+    assert (tmp_path / "ev" / "config.yaml").is_file()
+
+
+def test_resume_continues_from_last_epoch(trained, tmp_path):
+    data, out, _ = trained
+    proc = dfkd("teacher", "train", "--dataset", "tensors", "--data-root", str(data), "--arch", "lenet5",
+                "--epochs", "2", "--out", str(out), "--resume", "batch_size=32", "latency_runs=2", "hflip=false")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming from epoch 2 of 2" in proc.stdout
+    changed = dfkd("teacher", "train", "--dataset", "tensors", "--data-root", str(data), "--arch", "lenet5",
+                   "--epochs", "2", "--out", str(out), "--resume", "batch_size=64", "latency_runs=2", "hflip=false")
+    assert changed.returncode == 2 and "different config" in changed.stderr
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dfkd: error:"), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_corrupt_checkpoint_error(trained, tmp_path):
+    data, out, _ = trained
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes((out / "model.pt").read_bytes()[:1000])
+    _assert_one_line_error(dfkd("evaluate", str(bad), "--data-root", str(data), "--out", str(tmp_path / "e")),
+                           str(bad), "corrupt or truncated")
+
+
+def test_wrong_class_count_error(trained, tmp_path):
+    data, out, _ = trained
+    from conftest import write_tensor_dataset
+
+    six = write_tensor_dataset(tmp_path / "six", classes=6)
+    _assert_one_line_error(
+        dfkd("evaluate", str(out / "model.pt"), "--dataset", "tensors", "--data-root", str(six),
+             "--out", str(tmp_path / "e")),
+        "model.pt", "4 classes", "6",
+    )
+
+
+def test_wrong_arch_error(trained, tmp_path):
+    data, out, _ = trained
+    raw = tmp_path / "raw.pth"
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    torch.save(ckpt["state_dict"], raw)
+    _assert_one_line_error(
+        dfkd("evaluate", str(raw), "--arch", "resnet8", "--dataset", "tensors", "--data-root", str(data),
+             "--out", str(tmp_path / "e")),
+        str(raw), "do not fit arch 'resnet8'",
+    )
+
+
+def test_missing_dataset_error(tmp_path):
+    _assert_one_line_error(
+        dfkd("teacher", "train", "--dataset", "cifar10", "--data-root", str(tmp_path / "nothing"),
+             "--out", str(tmp_path / "t")),
+        "nothing",
+    )
+
+
+def test_unknown_arch_and_bad_override_errors(tmp_path, trained):
+    data, _, _ = trained
+    _assert_one_line_error(dfkd("teacher", "train", "--dataset", "tensors", "--data-root", str(data),
+                                "--arch", "lenet6", "--out", str(tmp_path / "t")), "unknown model 'lenet6'")
+    _assert_one_line_error(dfkd("teacher", "train", "--dataset", "tensors", "--data-root", str(data),
+                                "--out", str(tmp_path / "t"), "epochs=many"), "epochs")
+
+
+def test_list_commands():
+    proc = dfkd("list", "models")
+    assert proc.returncode == 0 and "resnet20" in proc.stdout and "lenet5_half" in proc.stdout
+    proc = dfkd("list", "datasets")
+    assert proc.returncode == 0 and "fashion-mnist" in proc.stdout
+
+
+@pytest.mark.slow
+@requires_fashion_mnist()
+def test_fashion_mnist_teacher_end_to_end(tmp_path):
+    """Real data: 2 epochs of lenet5 on Fashion-MNIST exceed 85 %; evaluate reproduces the figure."""
+    out = tmp_path / "fm"
+    proc = dfkd("teacher", "train", "--dataset", "fashion-mnist", "--arch", "lenet5", "--epochs", "2",
+                "--out", str(out), "latency_runs=3")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_test"] == 10000 and results["test_accuracy"] > 0.85
+    ev = dfkd("evaluate", str(out / "model.pt"), "--out", str(tmp_path / "ev"), "latency_runs=3")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["test_accuracy"] == pytest.approx(
+        results["test_accuracy"]
+    )
