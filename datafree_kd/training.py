@@ -110,3 +110,15 @@ def load_training_state(
             f"training state does not fit this run ({str(exc).splitlines()[0][:160]})", Path(path)
         ) from None
     return dict(data["progress"])
+
+
+RESUME_IGNORED_KEYS = frozenset({"device", "threads", "data_root", "download", "latency_runs"})
+
+
+def check_same_config(saved: dict[str, Any], current: dict[str, Any], path: str | os.PathLike) -> None:
+    """Resuming under a different recipe would silently mix two runs: refuse it."""
+    keys = (set(saved) | set(current)) - RESUME_IGNORED_KEYS
+    changed = sorted(k for k in keys if saved.get(k) != current.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
+        raise ConfigError(f"cannot resume with a different config ({detail})", Path(path))

@@ -4,8 +4,7 @@ GAN inversion (DAFL, DFAD, ZSKT, DeepInversion, ...) and diffusion-based synthes
 by name; the engine in ``datafree_kd`` consumes what they produce.
 """
 
-from datafree_kd.registry import Registry
+from .base import SYNTHESIZERS, OnlineSynthesizer, register_synthesizer
+from . import noise  # noqa: F401  (registers)
 
-SYNTHESIZERS: Registry = Registry("synthesizer")
-
-__all__ = ["SYNTHESIZERS"]
+__all__ = ["SYNTHESIZERS", "OnlineSynthesizer", "register_synthesizer"]

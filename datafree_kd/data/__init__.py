@@ -2,7 +2,7 @@
 
 from .info import DatasetInfo
 from .memory import ImageTensors
-from .registry import DATASETS, load_dataset, register_dataset, dataset_info
+from .registry import DATASETS, load_dataset, register_dataset, dataset_info, forbid_training_data
 from . import builtin  # noqa: F401  (registers the built-in datasets)
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "load_dataset",
     "register_dataset",
     "dataset_info",
+    "forbid_training_data",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..errors import DatasetError
 from ..registry import Registry
@@ -14,6 +16,24 @@ DatasetLoader = Callable[..., ImageTensors]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 SPLITS = ("train", "test")
+
+
+_guard = threading.local()
+
+
+@contextmanager
+def forbid_training_data(reason: str = "this run is data-free") -> Iterator[None]:
+    """Inside this block, loading any dataset's *train* split raises (DESIGN rule 8).
+
+    Data-free runs wrap everything they do in it, so no component (a synthesizer, a source, an
+    evaluation helper) can reach real training images by accident; test splits stay available.
+    """
+    previous = getattr(_guard, "reason", None)
+    _guard.reason = reason
+    try:
+        yield
+    finally:
+        _guard.reason = previous
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
@@ -29,6 +49,9 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of {SPLITS}")
+    reason = getattr(_guard, "reason", None)
+    if split == "train" and reason is not None:
+        raise DatasetError(f"refusing to load the {name!r} training split: {reason}")
     loader = DATASETS.get(name)
     return loader(split=split, root=root, download=download)
 

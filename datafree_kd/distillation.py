@@ -1,0 +1,247 @@
+"""``run_distillation``: build teacher, students, source and objective from a config and train.
+
+Data-free sources run inside ``forbid_training_data()`` so no component can reach real training
+images; the real-data source exists only as the named baseline ``kd-real`` (DESIGN rule 8).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import ModelSpec, check_compatible, save_model
+from .config import config_to_dict
+from .data import forbid_training_data, load_dataset
+from .data.info import DatasetInfo
+from .distiller import Distiller, LoopSettings, StudentSlot, WindowAverage
+from .ensemble import TeacherEnsemble
+from .errors import ConfigError
+from .evaluation import evaluate_classifier, predict
+from .losses import Objective
+from .metrics import top1_accuracy
+from .rundir import RunDir
+from .runtime import resolve_device, seed_everything, set_threads
+from .sources import BatchSource, OnlineSource, RealDataSource
+from .teacher import load_teacher
+from .training import build_optimizer, build_scheduler, check_same_config, load_training_state, save_training_state
+
+
+@dataclass
+class DistillConfig:
+    """A distillation run. ``source``: ``real`` (the kd-real baseline), ``transfer:DIR`` or
+    ``online:METHOD``; ``objective``: ``name=weight`` terms, options per term in ``term_options``."""
+
+    teacher: str = ""
+    teacher_arch: str | None = None
+    ensemble: str = "mean"
+    student: str = "lenet5_half"
+    source: str = "real"
+    objective: str = "kd=1"
+    term_options: dict[str, Any] = field(default_factory=dict)
+    synthesizer_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    steps: int = 0
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    amp: bool = True
+    checkpoint_every: int = 500
+    log_every: int = 50
+    eval_every: int = 0
+    eval_batch_size: int = 1000
+    latency_runs: int = 10
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+    def validate(self) -> None:
+        if not self.teacher:
+            raise ConfigError("no teacher given (--teacher T.pt)")
+        if self.steps < 0 or self.epochs < 0 or (self.steps == 0 and self.epochs == 0):
+            raise ConfigError("give steps > 0 or epochs > 0")
+        for name in ("batch_size", "checkpoint_every", "log_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.grad_clip < 0 or self.warmup_steps < 0 or self.eval_every < 0:
+            raise ConfigError("grad_clip, warmup_steps and eval_every must be >= 0")
+        kind = self.source.split(":", 1)[0]
+        if kind not in ("real", "transfer", "online"):
+            raise ConfigError(f"unknown source {self.source!r}; use real, transfer:DIR or online:METHOD")
+        if kind != "real" and ":" not in self.source:
+            raise ConfigError(f"source {self.source!r} needs a target, e.g. online:noise")
+
+    @property
+    def data_free(self) -> bool:
+        return not self.source.startswith("real")
+
+    @property
+    def method(self) -> str:
+        return "kd-real" if not self.data_free else self.source.split(":", 1)[1] if self.source.startswith("online") else "transfer"
+
+
+def load_teachers(cfg: DistillConfig, info: DatasetInfo | None) -> tuple[torch.nn.Module, DatasetInfo, list[str]]:
+    """One frozen teacher, or a frozen ensemble of several (comma-separated paths)."""
+    paths = [p.strip() for p in cfg.teacher.split(",") if p.strip()]
+    loaded = [load_teacher(p, arch=cfg.teacher_arch, info=info) for p in paths]
+    first = loaded[0].info
+    for other in loaded[1:]:
+        check_compatible(other, first)
+    if len(loaded) == 1:
+        return loaded[0].model, first, [loaded[0].fingerprint]
+    return TeacherEnsemble([t.model for t in loaded], cfg.ensemble), first, [t.fingerprint for t in loaded]
+
+
+def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
+    kind, _, target = cfg.source.partition(":")
+    if kind == "real":
+        return RealDataSource(load_dataset(cfg.dataset or info.name, "train", cfg.data_root, cfg.download))
+    if kind == "online":
+        from generators import SYNTHESIZERS
+
+        factory = SYNTHESIZERS.get(target)
+        if not getattr(factory, "online", False):
+            raise ConfigError(f"synthesizer {target!r} is not an online method; synthesize a transfer set first")
+        try:
+            synthesizer = factory(info, **cfg.synthesizer_options)
+        except TypeError as exc:
+            raise ConfigError(f"bad synthesizer_options for {target!r}: {exc}") from None
+        return OnlineSource(synthesizer, cfg.source)
+    raise ConfigError(f"transfer-set sources ({cfg.source!r}) need the TransferSet format, which is not built yet")
+
+
+def total_steps(cfg: DistillConfig, source: BatchSource) -> int:
+    if cfg.steps:
+        return cfg.steps
+    data = getattr(source, "data", None)
+    if data is None:
+        raise ConfigError("an online source has no epochs: give steps=N")
+    per_epoch = len(data) // cfg.batch_size
+    if per_epoch < 1:
+        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(data)} images of the source")
+    return cfg.epochs * per_epoch
+
+
+def run_distillation(cfg: DistillConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train the student(s) of ``cfg`` into run directory ``out``; return the results dict."""
+    cfg.validate()
+    guard = forbid_training_data(f"source {cfg.source!r} is data-free") if cfg.data_free else nullcontext()
+    with guard:
+        return _run(cfg, RunDir(out), resume)
+
+
+def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
+    run.write_config(cfg)
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    generator = seed_everything(cfg.seed)
+    byo_info = None
+    if cfg.teacher_arch is not None:  # a bring-your-own state_dict needs the dataset's description
+        if not cfg.dataset:
+            raise ConfigError("teacher_arch needs dataset= to describe the teacher's inputs")
+        byo_info = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).info
+    teacher, info, fingerprints = load_teachers(cfg, byo_info)
+    teacher.to(device)
+    test_set = load_dataset(cfg.dataset or info.name, "test", cfg.data_root, cfg.download)
+    if (test_set.info.num_classes, test_set.info.shape) != (info.num_classes, info.shape):
+        raise ConfigError(
+            f"teacher expects {info.num_classes} classes of {info.shape}; dataset {test_set.info.name!r} "
+            f"has {test_set.info.num_classes} of {test_set.info.shape}"
+        )
+    source = make_source(cfg, info)
+    source.setup(device)
+    steps = total_steps(cfg, source)
+
+    archs = [a.strip() for a in cfg.student.split(",") if a.strip()]
+    specs = [ModelSpec.for_dataset(arch, info) for arch in archs]
+    slots = [
+        StudentSlot(f"student{i}", spec.build().to(device), Objective.from_spec(cfg.objective, cfg.term_options))
+        for i, spec in enumerate(specs)
+    ]
+    distiller = Distiller(teacher, slots, source, LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp), device)
+    distiller.setup_objectives(info.shape)
+    for slot in slots:
+        slot.optimizer = build_optimizer(cfg.optimizer, slot.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+        slot.scheduler = build_scheduler(slot.optimizer, cfg.schedule, steps, cfg.warmup_steps)
+    print(f"objective: {slots[0].objective!r}; source: {source.description}; steps: {steps}")
+
+    stateful = distiller.stateful()
+    history: list[dict[str, Any]] = []
+    start, elapsed = 0, 0.0
+    if resume and run.state_path.exists():
+        progress = load_training_state(run.state_path, stateful, generator)
+        check_same_config(progress.get("config", {}), config_to_dict(cfg), run.state_path)
+        start, history, elapsed = progress["step"], list(progress["history"]), progress["elapsed_s"]
+        print(f"resuming from step {start} of {steps}")
+    run.reset_metrics(history)
+
+    window = WindowAverage()
+    began = time.perf_counter()
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="distill", disable=None):
+        window.add(distiller.step(generator))
+        done = step + 1
+        if done % cfg.log_every == 0 or done == steps:
+            record: dict[str, Any] = {"step": done, **window.flush()}
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == steps):
+                for slot in slots:
+                    slot.model.eval()
+                    logits = predict(slot.model, test_set, cfg.eval_batch_size, device)
+                    record[f"{slot.name}/test_accuracy"] = top1_accuracy(logits, test_set.labels)
+            record["elapsed_s"] = elapsed + time.perf_counter() - began
+            history.append(record)
+            run.append_metrics(record)
+        if done % cfg.checkpoint_every == 0 or done == steps:
+            progress = {"step": done, "history": history, "config": config_to_dict(cfg),
+                        "elapsed_s": elapsed + time.perf_counter() - began}
+            save_training_state(run.state_path, stateful, generator, progress)
+    elapsed += time.perf_counter() - began
+    distiller.close()
+    return _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps)
+
+
+def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps):
+    """Save each student with provenance, evaluate on the real test set, write results.json."""
+    config = config_to_dict(cfg)
+    provenance = {"teacher_fingerprints": fingerprints, "source": cfg.source, "data_free": cfg.data_free,
+                  "objective": repr(slots[0].objective), "steps": steps}
+    students = []
+    for i, (slot, spec) in enumerate(zip(slots, specs)):
+        path = run.model_path if i == 0 else run.path / f"{slot.name}.pt"
+        fp = save_model(path, slot.model, spec, info, config, extra=provenance)
+        result = evaluate_classifier(slot.model, test_set, cfg.eval_batch_size, device, reference=teacher,
+                                     latency_runs=cfg.latency_runs)
+        result.update({"name": slot.name, "arch": spec.arch, "path": str(path), "fingerprint": fp})
+        students.append(result)
+    results = {
+        **{k: v for k, v in students[0].items() if k not in ("name", "path")},
+        "kind": "distillation",
+        "method": cfg.method,
+        "data_free": cfg.data_free,
+        "source": cfg.source,
+        "objective": repr(slots[0].objective),
+        "teacher_accuracy": students[0]["reference_accuracy"],
+        "teacher_fingerprints": fingerprints,
+        "dataset": test_set.info.name,
+        "seed": cfg.seed,
+        "steps": steps,
+        "accuracy_is": "last-step",
+        "train_time_s": elapsed,
+        "device": str(device),
+        "students": students,
+        "history": history,
+    }
+    run.write_results(results)
+    return results

@@ -1,0 +1,177 @@
+"""The distillation loop: one teacher (or ensemble), one or more students, any batch source.
+
+Per step: the source may update itself against the students (online synthesizers), yields a
+batch, the frozen teacher labels it once, and every student takes one optimiser step on its own
+weighted objective (after that objective's adversaries, e.g. a discriminator, take theirs).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .losses import DistillBatch, Objective
+from .models.features import FeatureExtractor
+from .sources import BatchSource
+
+
+@dataclass
+class StudentSlot:
+    """A student with its own objective, optimiser and schedule."""
+
+    name: str
+    model: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    tap: FeatureExtractor | None = None
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters()) + self.objective.student_parameters()
+
+
+@dataclass
+class LoopSettings:
+    batch_size: int
+    grad_clip: float = 0.0
+    amp: bool = False
+
+
+class _Tapped:
+    """Runs a model and returns (logits, features) whether or not any layer is tapped."""
+
+    def __init__(self, model: nn.Module, layers: list[str]) -> None:
+        self.model = model
+        self.extractor = FeatureExtractor(model, layers) if layers else None
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.extractor is None:
+            return self.model(x), {}
+        return self.extractor(x)
+
+    def remove(self) -> None:
+        if self.extractor is not None:
+            self.extractor.remove()
+
+
+@dataclass
+class Distiller:
+    teacher: nn.Module
+    students: list[StudentSlot]
+    source: BatchSource
+    settings: LoopSettings
+    device: torch.device
+    scaler: torch.amp.GradScaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        amp = self.settings.amp and self.device.type == "cuda"
+        self.amp = amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.teacher_tap = _Tapped(self.teacher, sorted({l for s in self.students for l in s.objective.teacher_layers}))
+        self.student_taps = [_Tapped(s.model, s.objective.student_layers) for s in self.students]
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+
+    def setup_objectives(self, example_shape: tuple[int, ...]) -> None:
+        """Let terms build shape-dependent parts (adapters, heads) before optimisers exist."""
+        probe = torch.rand(2, *example_shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+        with torch.no_grad():
+            t_logits, t_feats = self.teacher_tap(probe)
+        for slot, tap in zip(self.students, self.student_taps):
+            was_training = slot.model.training
+            slot.model.eval()
+            with torch.no_grad():
+                s_logits, s_feats = tap(probe)
+            slot.model.train(was_training)
+            slot.objective.setup(DistillBatch(probe, s_logits, t_logits, None, s_feats, t_feats))
+            slot.objective.to(self.device)
+
+    def step(self, generator: torch.Generator) -> dict[str, float]:
+        """One training step for every student; returns the figures to log."""
+        logs: dict[str, float] = {}
+        models = [s.model for s in self.students]
+        logs.update({f"source/{k}": v for k, v in
+                     self.source.before_student_step(self.teacher, models, self.settings.batch_size, generator).items()})
+        x, labels = self.source.next_batch(self.settings.batch_size, generator)
+        with torch.no_grad(), self._autocast():
+            t_logits, t_feats = self.teacher_tap(x)
+        t_logits = t_logits.float()
+        for slot, tap in zip(self.students, self.student_taps):
+            slot.model.train()
+            with self._autocast():
+                s_logits, s_feats = tap(x)
+            batch = DistillBatch(x, s_logits.float(), t_logits, labels, s_feats, t_feats)
+            adversary = slot.objective.adversary_step(batch)
+            with self._autocast():
+                loss, values = slot.objective(batch)
+            slot.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.settings.grad_clip > 0:
+                self.scaler.unscale_(slot.optimizer)
+                values["grad_norm"] = float(nn.utils.clip_grad_norm_(slot.parameters(), self.settings.grad_clip))
+            self.scaler.step(slot.optimizer)
+            self.scaler.update()
+            slot.scheduler.step()
+            values["lr"] = slot.scheduler.get_last_lr()[0]
+            values["train_agreement"] = (s_logits.argmax(1) == t_logits.argmax(1)).float().mean().item()
+            logs.update({f"{slot.name}/{k}": v for k, v in {**values, **adversary}.items()})
+        return logs
+
+    def close(self) -> None:
+        self.teacher_tap.remove()
+        for tap in self.student_taps:
+            tap.remove()
+
+    def stateful(self) -> dict[str, Any]:
+        """Everything that must be saved for an exact resume, by name."""
+        objects: dict[str, Any] = {"source": self.source, "scaler": self.scaler}
+        for slot in self.students:
+            objects[f"{slot.name}.model"] = slot.model
+            objects[f"{slot.name}.objective"] = slot.objective
+            objects[f"{slot.name}.optimizer"] = slot.optimizer
+            objects[f"{slot.name}.scheduler"] = slot.scheduler
+            for term_name, term in slot.objective.terms.items():
+                if hasattr(term, "optimizer_state_dict"):
+                    objects[f"{slot.name}.{term_name}.optimizer"] = _TermOptimizer(term)
+        return objects
+
+
+class _TermOptimizer:
+    """Adapts a term's own optimiser (a discriminator's) to the state_dict protocol."""
+
+    def __init__(self, term: Any) -> None:
+        self.term = term
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.term.optimizer_state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.term.load_optimizer_state_dict(state)
+
+
+class WindowAverage:
+    """Mean of each logged figure since the last flush (metrics are written every N steps)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.began = time.perf_counter()
+
+    def add(self, values: dict[str, float]) -> None:
+        self.count += 1
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+
+    def flush(self) -> dict[str, float]:
+        out = {k: v / max(1, self.count) for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out
+
+
+EvalFn = Callable[[nn.Module], float]

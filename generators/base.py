@@ -1,0 +1,65 @@
+"""Synthesizer interfaces shared by every method in ``generators``.
+
+Two shapes (DataFree's split between synthesis and training): a *materialising* synthesizer writes
+a transfer set before training; an *online* synthesizer is a generator updated adversarially
+against the student inside the Distiller's loop. The Distiller only needs the online interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from datafree_kd.data.info import DatasetInfo
+from datafree_kd.registry import Registry
+
+TeacherFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class OnlineSynthesizer(nn.Module):
+    """A batch maker trained inside the distillation loop.
+
+    Per step the Distiller calls ``synthesizer_step`` (update the generator against the students,
+    e.g. maximise their disagreement with the teacher), then ``sample`` for the students' batch.
+    Images are floats in [0, 1] with the teacher's shape (``info.shape``).
+    """
+
+    name: str = ""
+    online: bool = True
+
+    def __init__(self, info: DatasetInfo) -> None:
+        super().__init__()
+        self.info = info
+
+    def setup(self, device: torch.device) -> None:
+        """Move to ``device`` and build optimisers (called once, before any step)."""
+        self.to(device)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def synthesizer_step(
+        self, teacher: TeacherFn, students: Sequence[nn.Module], batch_size: int, generator: torch.Generator
+    ) -> dict[str, float]:
+        """Update the synthesizer; return figures to log. Default: nothing to learn."""
+        return {}
+
+    def training_state(self) -> dict[str, Any]:
+        """Weights plus optimiser states, for exact resume."""
+        return {"module": self.state_dict()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["module"])
+
+
+SYNTHESIZERS: Registry[Any] = Registry("synthesizer")
+
+
+def register_synthesizer(name: str) -> Callable[[type], type]:
+    def decorator(cls: type) -> type:
+        cls.name = name
+        return SYNTHESIZERS.register(name)(cls)
+
+    return decorator

@@ -1,0 +1,177 @@
+"""The distillation engine on a toy dataset: contract, data-free guard, ensembles, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_tensor_dataset
+from datafree_kd.checkpoint import load_model
+from datafree_kd.data import forbid_training_data, load_dataset
+from datafree_kd.distillation import DistillConfig, run_distillation
+from datafree_kd.ensemble import TeacherEnsemble
+from datafree_kd.errors import ConfigError, DatasetError
+from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    data = write_tensor_dataset(root / "toy", n_train=512, n_test=128)
+    cfg = TeacherTrainConfig(dataset="tensors", data_root=str(data), arch="lenet5_bn", epochs=3, batch_size=32,
+                             lr=0.05, hflip=False, crop_padding=0, latency_runs=0, device="cpu")
+    results = train_teacher(cfg, root / "teacher")
+    assert results["test_accuracy"] > 0.9
+    return data, root / "teacher" / "model.pt"
+
+
+def _cfg(data, teacher_path, **kw):
+    base = dict(teacher=str(teacher_path), student="lenet5_half", source="real", data_root=str(data), epochs=2,
+                batch_size=32, lr=0.01, latency_runs=0, device="cpu", log_every=4, checkpoint_every=8)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def test_kd_real_writes_contract_and_learns(toy_teacher, tmp_path):
+    data, teacher = toy_teacher
+    results = run_distillation(_cfg(data, teacher, objective="kd=1,ce=0.5", eval_every=8), tmp_path / "r")
+    assert results["method"] == "kd-real" and results["data_free"] is False
+    assert results["test_accuracy"] > 0.8 and results["agreement"] > 0.8
+    assert results["objective"].startswith("1*kd(temperature=4") and "0.5*ce" in results["objective"]
+    assert (tmp_path / "r" / "model.pt").is_file() and (tmp_path / "r" / "config.yaml").is_file()
+    lines = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert {"student0/kd", "student0/ce", "student0/total", "student0/lr"} <= set(lines[0])
+    assert any("student0/test_accuracy" in l for l in lines)
+    student = load_model(tmp_path / "r" / "model.pt")
+    assert student.spec.arch == "lenet5_half"
+
+
+def test_data_free_run_cannot_touch_training_data(toy_teacher, tmp_path, monkeypatch):
+    data, teacher = toy_teacher
+    results = run_distillation(_cfg(data, teacher, source="online:noise", steps=6, epochs=0), tmp_path / "n")
+    assert results["data_free"] is True and results["method"] == "noise"
+    # a synthesizer that sneaks a look at real training images is stopped
+    import generators.noise as noise
+
+    def peeking_sample(self, batch_size, generator):
+        load_dataset("tensors", "train", str(data))
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(noise.UniformNoise, "sample", peeking_sample)
+    with pytest.raises(DatasetError, match="refusing to load the 'tensors' training split"):
+        run_distillation(_cfg(data, teacher, source="online:noise", steps=2, epochs=0), tmp_path / "m")
+
+
+def test_guard_allows_test_split_only(toy_teacher):
+    data, _ = toy_teacher
+    with forbid_training_data():
+        assert len(load_dataset("tensors", "test", str(data))) == 128
+        with pytest.raises(DatasetError):
+            load_dataset("tensors", "train", str(data))
+    assert len(load_dataset("tensors", "train", str(data))) == 512
+
+
+def test_several_students_and_ensemble(toy_teacher, tmp_path):
+    data, teacher = toy_teacher
+    results = run_distillation(
+        _cfg(data, teacher, teacher=f"{teacher},{teacher}", ensemble="confidence",
+             student="lenet5_half,lenet5", epochs=1), tmp_path / "e")
+    assert [s["arch"] for s in results["students"]] == ["lenet5_half", "lenet5"]
+    assert (tmp_path / "e" / "student1.pt").is_file()
+    assert len(results["teacher_fingerprints"]) == 2
+
+
+def test_ensemble_of_copies_equals_the_teacher():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.rand(5, 1, 2, 2)
+    for mode in ("mean", "confidence"):
+        out = TeacherEnsemble([net, net], mode)(x)
+        assert torch.allclose(out, net(x).log_softmax(1), atol=1e-6)
+    with pytest.raises(ConfigError):
+        TeacherEnsemble([net], "mean")
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor([logits])
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_confidence_weighting_prefers_the_sure_teacher():
+    sure, unsure = _Constant([10.0, 0.0]), _Constant([0.0, 0.2])
+    x = torch.zeros(1, 1)
+    p_conf = TeacherEnsemble([sure, unsure], "confidence")(x).softmax(1)[0, 0]
+    p_mean = TeacherEnsemble([sure, unsure], "mean")(x).softmax(1)[0, 0]
+    # hand check: confidences 1/(1+e^-10) and 1/(1+e^-0.2) weight the two probability vectors
+    c1, c2 = torch.tensor(10.0).sigmoid(), torch.tensor(0.2).sigmoid()
+    expected = (c1 * c1 + c2 * (1 - c2)) / (c1 + c2)
+    assert p_conf == pytest.approx(expected.item(), abs=1e-6) and p_conf > p_mean
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [({"teacher": ""}, "no teacher"), ({"source": "online"}, "needs a target"), ({"source": "web"}, "unknown source"),
+     ({"steps": 0, "epochs": 0}, "steps > 0"), ({"objective": "kd=x"}, "not a number")],
+)
+def test_bad_configs(toy_teacher, tmp_path, kw, message):
+    data, teacher = toy_teacher
+    with pytest.raises(ConfigError, match=message):
+        run_distillation(_cfg(data, teacher, **kw), tmp_path / "bad")
+
+
+def test_class_mismatch_between_teacher_and_dataset(toy_teacher, tmp_path):
+    _, teacher = toy_teacher
+    six = write_tensor_dataset(tmp_path / "six", classes=6)
+    with pytest.raises(ConfigError, match="4 classes"):
+        run_distillation(_cfg(six, teacher, dataset="tensors"), tmp_path / "x")
+
+
+def _dfkd(out: Path, data: Path, teacher: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "datafree_kd.cli", "distill", "--teacher", str(teacher), "--student", "resnet8",
+            "--source", "real", "--data-root", str(data), "--steps", "160", "--out", str(out),
+            "batch_size=64", "checkpoint_every=20", "log_every=10", "latency_runs=0", "device=cpu",
+            "objective=kd=1,discriminator=0.1", *extra]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
+    data, teacher = toy_teacher
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    straight = subprocess.run(_dfkd(tmp_path / "a", data, teacher), env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+
+    proc = subprocess.Popen(_dfkd(tmp_path / "b", data, teacher), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    state = tmp_path / "b" / "last.pt"
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    saved_step = torch.load(state, weights_only=True)["progress"]["step"]
+    assert 0 < saved_step < 160 and not (tmp_path / "b" / "model.pt").exists()
+
+    resumed = subprocess.run(_dfkd(tmp_path / "b", data, teacher, "--resume"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from step {saved_step}" in resumed.stdout
+    a = load_model(tmp_path / "a" / "model.pt").model.state_dict()
+    b = load_model(tmp_path / "b" / "model.pt").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    mb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "elapsed_s"} for l in lines]  # noqa: E731
+    assert strip(ma) == strip(mb)
