@@ -27,13 +27,16 @@ from .losses import Objective
 from .metrics import top1_accuracy
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
-from .sources import BatchSource, OnlineSource, RealDataSource
+from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
 from .teacher import load_teacher
-from .training import build_optimizer, build_scheduler, check_same_config, load_training_state, save_training_state
+from .training import (
+    OptimizerSettings, RuntimeSettings, build_optimizer, build_scheduler, check_same_config,
+    load_training_state, save_training_state,
+)
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(OptimizerSettings, RuntimeSettings):
     """A distillation run. ``source``: ``real`` (the kd-real baseline), ``transfer:DIR`` or
     ``online:METHOD``; ``objective``: ``name=weight`` terms, options per term in ``term_options``."""
 
@@ -45,28 +48,23 @@ class DistillConfig:
     objective: str = "kd=1"
     term_options: dict[str, Any] = field(default_factory=dict)
     synthesizer_options: dict[str, Any] = field(default_factory=dict)
+    transfer_size: int = 0
     dataset: str | None = None
     data_root: str | None = None
     download: bool = False
     steps: int = 0
     epochs: int = 15
     batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
     warmup_steps: int = 0
     grad_clip: float = 0.0
+    crop_padding: int = 0
+    hflip: bool = False
     amp: bool = True
     checkpoint_every: int = 500
     log_every: int = 50
     eval_every: int = 0
     eval_batch_size: int = 1000
     latency_runs: int = 10
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
 
     def validate(self) -> None:
         if not self.teacher:
@@ -76,8 +74,10 @@ class DistillConfig:
         for name in ("batch_size", "checkpoint_every", "log_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
-        if self.grad_clip < 0 or self.warmup_steps < 0 or self.eval_every < 0:
-            raise ConfigError("grad_clip, warmup_steps and eval_every must be >= 0")
+        non_negative = ("grad_clip", "crop_padding", "warmup_steps", "eval_every", "transfer_size")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         kind = self.source.split(":", 1)[0]
         if kind not in ("real", "transfer", "online"):
             raise ConfigError(f"unknown source {self.source!r}; use real, transfer:DIR or online:METHOD")
@@ -90,7 +90,9 @@ class DistillConfig:
 
     @property
     def method(self) -> str:
-        return "kd-real" if not self.data_free else self.source.split(":", 1)[1] if self.source.startswith("online") else "transfer"
+        """``kd-real``, the online synthesizer's name, or ``transfer`` for a materialised set."""
+        kind, _, target = self.source.partition(":")
+        return {"real": "kd-real", "online": target}.get(kind, "transfer")
 
 
 def load_teachers(cfg: DistillConfig, info: DatasetInfo | None) -> tuple[torch.nn.Module, DatasetInfo, list[str]]:
@@ -120,7 +122,16 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
         except TypeError as exc:
             raise ConfigError(f"bad synthesizer_options for {target!r}: {exc}") from None
         return OnlineSource(synthesizer, cfg.source)
-    raise ConfigError(f"transfer-set sources ({cfg.source!r}) need the TransferSet format, which is not built yet")
+    from .transfer_set import TransferSet
+
+    transfer = TransferSet.open(target)
+    if (transfer.info.num_classes, transfer.info.shape) != (info.num_classes, info.shape):
+        raise ConfigError(
+            f"transfer set holds {transfer.info.shape} images for {transfer.info.num_classes} classes; the "
+            f"teacher expects {info.shape} and {info.num_classes}", target)
+    data = transfer.subset(cfg.transfer_size).load() if cfg.transfer_size else transfer.load()
+    # teacher logits are recomputed on every batch, so the set's stored ones only serve diagnostics
+    return TensorSetSource(data, with_labels=False, description=f"{cfg.source} ({len(data)} images)")
 
 
 def total_steps(cfg: DistillConfig, source: BatchSource) -> int:
@@ -171,7 +182,8 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
         StudentSlot(f"student{i}", spec.build().to(device), Objective.from_spec(cfg.objective, cfg.term_options))
         for i, spec in enumerate(specs)
     ]
-    distiller = Distiller(teacher, slots, source, LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp), device)
+    settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, cfg.crop_padding, cfg.hflip)
+    distiller = Distiller(teacher, slots, source, settings, device)
     distiller.setup_objectives(info.shape)
     for slot in slots:
         slot.optimizer = build_optimizer(cfg.optimizer, slot.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -203,6 +215,8 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
             record["elapsed_s"] = elapsed + time.perf_counter() - began
             history.append(record)
             run.append_metrics(record)
+            if done % (10 * cfg.log_every) == 0 or done == steps or any("test_accuracy" in k for k in record):
+                print(_progress_line(record, steps), flush=True)
         if done % cfg.checkpoint_every == 0 or done == steps:
             progress = {"step": done, "history": history, "config": config_to_dict(cfg),
                         "elapsed_s": elapsed + time.perf_counter() - began}
@@ -210,6 +224,12 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     elapsed += time.perf_counter() - began
     distiller.close()
     return _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps)
+
+
+def _progress_line(record: dict[str, Any], steps: int) -> str:
+    shown = {k: v for k, v in record.items() if k.endswith(("/total", "/test_accuracy", "/train_agreement"))}
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+    return f"step {record['step']}/{steps}  {figures}  ({record['elapsed_s']:.0f}s)"
 
 
 def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps):
@@ -244,4 +264,5 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "history": history,
     }
     run.write_results(results)
+    run.write_metrics_csv(history)
     return results

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .data.augment import augment_batch
 from .losses import DistillBatch, Objective
 from .models.features import FeatureExtractor
 from .sources import BatchSource
@@ -40,6 +41,8 @@ class LoopSettings:
     batch_size: int
     grad_clip: float = 0.0
     amp: bool = False
+    crop_padding: int = 0
+    hflip: bool = False
 
 
 class _Tapped:
@@ -99,6 +102,7 @@ class Distiller:
         logs.update({f"source/{k}": v for k, v in
                      self.source.before_student_step(self.teacher, models, self.settings.batch_size, generator).items()})
         x, labels = self.source.next_batch(self.settings.batch_size, generator)
+        x = augment_batch(x, self.settings.crop_padding, self.settings.hflip, generator)
         with torch.no_grad(), self._autocast():
             t_logits, t_feats = self.teacher_tap(x)
         t_logits = t_logits.float()

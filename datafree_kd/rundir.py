@@ -56,5 +56,12 @@ class RunDir:
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         atomic_write_text(self.metrics_path, text)
 
+    def write_metrics_csv(self, records: list[dict[str, Any]]) -> None:
+        """metrics.csv beside metrics.jsonl, one column per figure, for spreadsheets and plots."""
+        columns = sorted({key for record in records for key in record}, key=lambda k: (k != "step", k))
+        lines = [",".join(columns)]
+        lines += [",".join("" if r.get(c) is None else str(r[c]) for c in columns) for r in records]
+        atomic_write_text(self.path / "metrics.csv", "\n".join(lines) + "\n")
+
     def read_results(self) -> dict[str, Any]:
         return json.loads(self.results_path.read_text())

@@ -25,12 +25,13 @@ from .metrics import top1_accuracy
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
 from .training import (
-    build_optimizer, build_scheduler, check_same_config, load_training_state, save_training_state,
+    OptimizerSettings, RuntimeSettings, build_optimizer, build_scheduler, check_same_config,
+    load_training_state, save_training_state,
 )
 
 
 @dataclass
-class TeacherTrainConfig:
+class TeacherTrainConfig(OptimizerSettings, RuntimeSettings):
     """A supervised training recipe; per-dataset defaults come from ``RECIPES``."""
 
     dataset: str = "fashion-mnist"
@@ -39,18 +40,10 @@ class TeacherTrainConfig:
     arch: str = "lenet5"
     epochs: int = 15
     batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     crop_padding: int = 2
     hflip: bool = True
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
     eval_every: int = 1
     eval_batch_size: int = 1000
     latency_runs: int = 30
@@ -145,7 +138,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
             record["test_accuracy"] = top1_accuracy(predict(model, test_set, cfg.eval_batch_size, device), test_set.labels)
         history.append(record)
         run.append_metrics(record)
-        print(_epoch_line(record))
+        print(_epoch_line(record), flush=True)
         save_training_state(
             run.state_path, stateful, generator, {"epoch": epoch + 1, "history": history, "elapsed_s": elapsed, "config": config_to_dict(cfg)}
         )
@@ -170,6 +163,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         }
     )
     run.write_results(results)
+    run.write_metrics_csv(history)
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,6 +28,26 @@ OPTIMIZERS.register("adam")(
 OPTIMIZERS.register("adamw")(
     lambda params, lr, momentum, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 )
+
+
+@dataclass
+class OptimizerSettings:
+    """The optimiser/schedule fields every training config shares (one definition, not copies)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+
+
+@dataclass
+class RuntimeSettings:
+    """Seed, device and thread fields every run config shares."""
+
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
 
 
 def build_optimizer(

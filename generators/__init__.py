@@ -4,7 +4,8 @@ GAN inversion (DAFL, DFAD, ZSKT, DeepInversion, ...) and diffusion-based synthes
 by name; the engine in ``datafree_kd`` consumes what they produce.
 """
 
-from .base import SYNTHESIZERS, OnlineSynthesizer, register_synthesizer
+from .base import SYNTHESIZERS, MaterializingSynthesizer, OnlineSynthesizer, register_synthesizer
 from . import noise  # noqa: F401  (registers)
+from . import dafl, dfad, random_generator, zskt  # noqa: F401  (register the GAN-inversion methods)
 
-__all__ = ["SYNTHESIZERS", "OnlineSynthesizer", "register_synthesizer"]
+__all__ = ["SYNTHESIZERS", "MaterializingSynthesizer", "OnlineSynthesizer", "register_synthesizer"]

@@ -63,3 +63,29 @@ def register_synthesizer(name: str) -> Callable[[type], type]:
         return SYNTHESIZERS.register(name)(cls)
 
     return decorator
+
+
+class MaterializingSynthesizer(nn.Module):
+    """Makes a transfer set before any student exists: ``fit`` (learn, if the method learns
+    anything up front, e.g. DAFL's generator) then ``generate`` batches of images in [0, 1].
+
+    ``datafree_kd``'s synthesis runner calls ``fit`` once, then ``generate`` until ``n`` images are
+    written, labelling each batch with the teacher's logits; both take the run's seeded generator.
+    """
+
+    name: str = ""
+    online: bool = False
+
+    def __init__(self, info: DatasetInfo) -> None:
+        super().__init__()
+        self.info = info
+
+    def fit(self, teacher: TeacherFn, generator: torch.Generator, device: torch.device) -> dict[str, float]:
+        """Learn whatever the method learns before sampling; return figures to log. Default: nothing."""
+        self.to(device)
+        return {}
+
+    def generate(
+        self, teacher: TeacherFn, batch_size: int, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        raise NotImplementedError

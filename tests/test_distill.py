@@ -52,6 +52,8 @@ def test_kd_real_writes_contract_and_learns(toy_teacher, tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert {"student0/kd", "student0/ce", "student0/total", "student0/lr"} <= set(lines[0])
     assert any("student0/test_accuracy" in l for l in lines)
+    header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "step" and "student0/kd" in header
     student = load_model(tmp_path / "r" / "model.pt")
     assert student.spec.arch == "lenet5_half"
 

@@ -14,11 +14,12 @@ from ..evaluation import evaluate_classifier
 from ..rundir import RunDir
 from ..runtime import resolve_device, seed_everything, set_threads
 from ..summary import results_summary
+from ..training import RuntimeSettings
 from .common import add_config_arguments, resolve_config
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(RuntimeSettings):
     model: str = ""
     dataset: str | None = None
     data_root: str | None = None
@@ -26,11 +27,8 @@ class EvaluateConfig:
     arch: str | None = None
     reference: str | None = None
     batch_size: int = 1000
-    device: str = "auto"
-    threads: int = 0
     latency_runs: int = 30
     ece_bins: int = 15
-    seed: int = 0
 
     def validate(self) -> None:
         if not self.model:

@@ -1,0 +1,33 @@
+"""``dfkd synthesize``: make a synthetic transfer set from a frozen teacher (data-free)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..summary import format_table
+from ..synthesis import SynthesizeConfig, run_synthesis
+from .common import add_config_arguments, resolve_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    s = subparsers.add_parser("synthesize", help="synthesize a transfer set from a teacher")
+    s.add_argument("--teacher", help="teacher checkpoint")
+    s.add_argument("--teacher-arch", dest="teacher_arch", help="arch of a plain state_dict teacher")
+    s.add_argument("--dataset", help="describes a plain state_dict teacher's inputs")
+    s.add_argument("--method", help="materialising synthesizer (default: the best measured one)")
+    s.add_argument("--n", type=int, help="number of images")
+    s.add_argument("--batch-size", dest="batch_size", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device")
+    add_config_arguments(s)
+    s.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device")
+    cfg = resolve_config(SynthesizeConfig, args, {k: getattr(args, k) for k in names})
+    results = run_synthesis(cfg, args.out)
+    print(format_table([(k, results[k]) for k in ("method", "count", "mean_teacher_confidence",
+                                                  "class_balance_entropy_ratio", "fit_time_s", "generate_time_s")]))
+    print(f"transfer set: {results['path']}  (distil with --source transfer:{results['path']})")
+    return 0

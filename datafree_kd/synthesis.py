@@ -1,0 +1,173 @@
+"""``run_synthesis``: turn a frozen teacher into a TransferSet with a materialising synthesizer.
+
+Runs entirely inside ``forbid_training_data()``. Each batch gets its own seed derived from the run
+seed and the batch index, and the synthesizer's fitted state is saved before generation starts,
+so an interrupted synthesis resumes by appending the missing batches, with the same images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import read_checkpoint
+from .config import config_to_dict
+from .data import forbid_training_data, load_dataset
+from .errors import ConfigError
+from .io import atomic_torch_save
+from .rundir import RunDir
+from .runtime import resolve_device, seed_everything, set_threads
+from .teacher import load_teacher
+from .training import RuntimeSettings
+
+DEFAULT_METHOD = "dafl"
+
+
+@dataclass
+class SynthesizeConfig(RuntimeSettings):
+    teacher: str = ""
+    teacher_arch: str | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    method: str = DEFAULT_METHOD
+    options: dict[str, Any] = field(default_factory=dict)
+    n: int = 20000
+    batch_size: int = 256
+    dtype: str = "uint8"
+    shard_size: int = 5120
+    preview: bool = True
+
+    def validate(self) -> None:
+        if not self.teacher:
+            raise ConfigError("no teacher given (--teacher T.pt)")
+        if self.n < 1 or self.batch_size < 1 or self.shard_size < 1:
+            raise ConfigError("n, batch_size and shard_size must be >= 1")
+        if self.shard_size % self.batch_size:
+            raise ConfigError("shard_size must be a multiple of batch_size (resume restarts at a shard boundary)")
+        if self.dtype not in ("uint8", "float16"):
+            raise ConfigError("dtype must be uint8 or float16")
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """Independent, reproducible seed for batch ``index`` (so resumed runs redo the same batches)."""
+    return (seed * 1_000_003 + index * 7_919 + 17) % (2**63 - 1)
+
+
+def build_synthesizer(method: str, info: Any, options: dict[str, Any]) -> Any:
+    from generators import SYNTHESIZERS
+
+    factory = SYNTHESIZERS.get(method)
+    if getattr(factory, "online", False):
+        raise ConfigError(f"{method!r} is an online method: use it as `dfkd distill --source online:{method}`")
+    try:
+        return factory(info, **options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for synthesizer {method!r}: {exc}") from None
+
+
+def run_synthesis(cfg: SynthesizeConfig, out: str | Path) -> dict[str, Any]:
+    """Write ``cfg.n`` synthetic images (+ teacher logits) to the transfer set in ``out``."""
+    cfg.validate()
+    with forbid_training_data(f"synthesis with {cfg.method!r} is data-free"):
+        return _run(cfg, RunDir(out))
+
+
+def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
+    from .transfer_set import TransferSet
+
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    info = None
+    if cfg.teacher_arch is not None:
+        if not cfg.dataset:
+            raise ConfigError("teacher_arch needs dataset= to describe the teacher's inputs")
+        info = load_dataset(cfg.dataset, "test", cfg.data_root).info
+    teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=info).to(device)
+    synthesizer = build_synthesizer(cfg.method, teacher.info, cfg.options)
+    set_path = run.path / "transfer_set"
+    state_path = run.path / "synthesizer.pt"
+    config = config_to_dict(cfg)
+    timings = {"fit_s": 0.0, "generate_s": 0.0}
+
+    if (set_path / "meta.json").exists():
+        transfer = TransferSet.open(set_path)
+        _check_resumable(transfer.meta, cfg, teacher.fingerprint, set_path)
+        print(f"resuming: {len(transfer)} of {cfg.n} images already written")
+    else:
+        run.write_config(cfg)
+        transfer = TransferSet.create(set_path, teacher.info, cfg.method, config, teacher.fingerprint,
+                                      cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
+    fit_logs: dict[str, float] = {}
+    if state_path.exists():
+        synthesizer.load_state_dict(read_checkpoint(state_path))
+        synthesizer.to(device)
+    else:
+        began = time.perf_counter()
+        fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
+        timings["fit_s"] = time.perf_counter() - began
+        atomic_torch_save(synthesizer.state_dict(), state_path)
+        print(f"fitted {cfg.method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
+
+    began = time.perf_counter()
+    index = len(transfer) // cfg.batch_size
+    if len(transfer) % cfg.batch_size:
+        raise ConfigError("the transfer set holds a partial batch; it was not written by this runner", set_path)
+    while len(transfer) + transfer.pending < cfg.n:
+        size = min(cfg.batch_size, cfg.n - len(transfer) - transfer.pending)
+        generator = torch.Generator().manual_seed(batch_seed(cfg.seed, index))
+        images = synthesizer.generate(teacher.model, size, generator, device).detach().clamp(0, 1)
+        if cfg.dtype == "uint8":  # label exactly the pixels that will be stored
+            images = images.mul(255).round().div(255)
+        with torch.no_grad():
+            logits = teacher(images.to(device)).float().cpu()
+        transfer.append(images.cpu(), logits, None)  # full shards reach the disk as they fill
+        index += 1
+        written = len(transfer) + transfer.pending
+        print(f"{written}/{cfg.n} images ({time.perf_counter() - began:.0f}s)", flush=True)
+    transfer.flush()
+    timings["generate_s"] = time.perf_counter() - began
+    preview = transfer.write_preview() if cfg.preview else None
+    results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
+    run.write_results(results)
+    return results
+
+
+def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, fingerprint: str, path: Path) -> None:
+    saved = meta.get("synthesizer_config", {})
+    current = config_to_dict(cfg)
+    keys = ("method", "options", "batch_size", "dtype", "seed")
+    changed = [k for k in keys if saved.get(k) != current.get(k)]
+    if changed or meta.get("teacher_fingerprint") != fingerprint:
+        what = ", ".join(changed) or "teacher"
+        raise ConfigError(f"an existing transfer set was made with a different {what}; use a new --out", path)
+
+
+def _summarise(transfer: Any, cfg: SynthesizeConfig, fingerprint: str, timings: dict[str, float],
+               fit_logs: dict[str, float], preview: Any, device: torch.device) -> dict[str, Any]:
+    """Diagnostics a user checks before distilling: class balance and teacher confidence."""
+    logits = transfer.load_logits()
+    probs = logits.softmax(1)
+    counts = torch.bincount(probs.argmax(1), minlength=transfer.info.num_classes).float()
+    share = counts / counts.sum()
+    entropy = -(share[share > 0] * share[share > 0].log()).sum().item()
+    return {
+        "kind": "synthesis",
+        "method": cfg.method,
+        "count": len(transfer),
+        "path": str(transfer.path),
+        "teacher_fingerprint": fingerprint,
+        "seed": cfg.seed,
+        "class_counts": dict(zip(transfer.info.names(), counts.int().tolist())),
+        "class_balance_entropy_ratio": entropy / torch.log(torch.tensor(float(transfer.info.num_classes))).item(),
+        "mean_teacher_confidence": probs.max(1).values.mean().item(),
+        "fit_logs": fit_logs,
+        "fit_time_s": timings["fit_s"],
+        "generate_time_s": timings["generate_s"],
+        "preview": str(preview) if preview else None,
+        "device": str(device),
+    }

@@ -1,0 +1,126 @@
+"""Synthesis runner and transfer-set source: data-free, resumable, consistent teacher labels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import write_tensor_dataset
+from datafree_kd.distillation import DistillConfig, run_distillation
+from datafree_kd.errors import ConfigError, DatasetError
+from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+from datafree_kd.teacher import load_teacher
+from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
+from datafree_kd.transfer_set import TransferSet
+from generators import SYNTHESIZERS, MaterializingSynthesizer
+
+
+class _Blobs(MaterializingSynthesizer):
+    """A deterministic test synthesizer: a learned brightness (from `fit`) times seeded noise."""
+
+    def __init__(self, info, scale: float = 1.0):
+        super().__init__(info)
+        self.brightness = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+        self.scale = scale
+        self.calls = 0
+
+    def fit(self, teacher, generator, device):
+        self.brightness.fill_(0.5 + 0.1 * torch.rand((), generator=generator).item())
+        return {"brightness": self.brightness.item()}
+
+    def generate(self, teacher, batch_size, generator, device):
+        self.calls += 1
+        return (torch.rand(batch_size, *self.info.shape, generator=generator) * self.brightness * self.scale).clamp(0, 1)
+
+
+@pytest.fixture
+def blobs(monkeypatch):
+    monkeypatch.setitem(SYNTHESIZERS._entries, "test-blobs", _Blobs)
+    return _Blobs
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    data = write_tensor_dataset(root / "toy", n_train=256, n_test=64)
+    train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch="lenet5", epochs=1,
+                                     batch_size=32, hflip=False, crop_padding=0, latency_runs=0, device="cpu"),
+                  root / "teacher")
+    return data, root / "teacher" / "model.pt"
+
+
+def _cfg(teacher, **kw):
+    return SynthesizeConfig(**{"teacher": str(teacher), "method": "test-blobs", "n": 100, "batch_size": 32,
+                               "shard_size": 64, "device": "cpu", **kw})
+
+
+def test_synthesis_writes_a_labelled_transfer_set(toy, blobs, tmp_path):
+    _, teacher = toy
+    results = run_synthesis(_cfg(teacher), tmp_path / "s")
+    transfer = TransferSet.open(tmp_path / "s" / "transfer_set")
+    assert len(transfer) == results["count"] == 100
+    assert transfer.meta["synthesizer"] == "test-blobs" and transfer.meta["seed"] == 0
+    assert transfer.meta["teacher_fingerprint"] == load_teacher(teacher).fingerprint
+    images = transfer.load().as_float(transfer.load().images)
+    with torch.no_grad():
+        expected = load_teacher(teacher)(images)
+    assert torch.allclose(transfer.load_logits(), expected, atol=1e-5)  # labels match the stored pixels
+    assert sum(results["class_counts"].values()) == 100
+    assert (tmp_path / "s" / "results.json").is_file() and (tmp_path / "s" / "transfer_set" / "preview.png").is_file()
+
+
+def test_interrupted_synthesis_resumes_to_the_same_images(toy, blobs, tmp_path, monkeypatch):
+    _, teacher = toy
+    run_synthesis(_cfg(teacher), tmp_path / "a")
+    original = _Blobs.generate
+
+    def failing(self, *args):
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(_Blobs, "generate", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run_synthesis(_cfg(teacher), tmp_path / "b")
+    assert len(TransferSet.open(tmp_path / "b" / "transfer_set")) == 64
+    monkeypatch.setattr(_Blobs, "generate", original)
+    run_synthesis(_cfg(teacher), tmp_path / "b")
+    a = TransferSet.open(tmp_path / "a" / "transfer_set").load()
+    b = TransferSet.open(tmp_path / "b" / "transfer_set").load()
+    assert torch.equal(a.images, b.images)
+    with pytest.raises(ConfigError, match="different"):
+        run_synthesis(_cfg(teacher, seed=5), tmp_path / "b")
+
+
+def test_online_method_is_refused_for_synthesis(toy, tmp_path):
+    _, teacher = toy
+    with pytest.raises(ConfigError, match="online method"):
+        run_synthesis(_cfg(teacher, method="noise"), tmp_path / "o")
+
+
+def test_synthesizer_cannot_read_training_data(toy, blobs, tmp_path, monkeypatch):
+    data, teacher = toy
+
+    def peek(self, *args):
+        from datafree_kd.data import load_dataset
+
+        load_dataset("tensors", "train", str(data))
+
+    monkeypatch.setattr(_Blobs, "generate", peek)
+    with pytest.raises(DatasetError, match="training split"):
+        run_synthesis(_cfg(teacher), tmp_path / "p")
+
+
+def test_distill_from_a_transfer_set_and_its_subsets(toy, blobs, tmp_path):
+    data, teacher = toy
+    run_synthesis(_cfg(teacher, n=96), tmp_path / "s")
+    source = f"transfer:{tmp_path / 's' / 'transfer_set'}"
+    common = dict(teacher=str(teacher), source=source, data_root=str(data), batch_size=32, epochs=1,
+                  latency_runs=0, device="cpu", lr=0.01, log_every=1)
+    results = run_distillation(DistillConfig(**common, transfer_size=64), tmp_path / "d")
+    assert results["data_free"] is True and results["method"] == "transfer" and results["steps"] == 2
+    with pytest.raises(DatasetError):
+        run_distillation(DistillConfig(**common, transfer_size=500), tmp_path / "e")
+    assert json.loads((tmp_path / "d" / "results.json").read_text())["source"] == source
