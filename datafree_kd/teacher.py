@@ -16,6 +16,7 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+        parameter.grad = None  # stale gradients from training would be mistaken for leaks
     return model
 
 

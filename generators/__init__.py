@@ -7,5 +7,6 @@ by name; the engine in ``datafree_kd`` consumes what they produce.
 from .base import SYNTHESIZERS, MaterializingSynthesizer, OnlineSynthesizer, register_synthesizer
 from . import noise  # noqa: F401  (registers)
 from . import dafl, dfad, random_generator, zskt  # noqa: F401  (register the GAN-inversion methods)
+from . import deepinversion, fast  # noqa: F401  (register deepinversion, adi, adi-online, fast, fast-online)
 
 __all__ = ["SYNTHESIZERS", "MaterializingSynthesizer", "OnlineSynthesizer", "register_synthesizer"]

@@ -17,10 +17,12 @@ Two shapes share :class:`DAFLLoss` and :func:`~generators.networks.generator_upd
   ``--objective kd=1 term_options.kd.temperature=1``.
 
 Defaults follow the official MNIST code: alpha = 0.1, beta = 5, latent 100, Adam lr 0.2
-(``--lr_G 0.2``; its CIFAR recipe uses 0.02). Adam is invariant to the loss scale and every
-convolution but the last is followed by BatchNorm, so the large rate mostly rotates scale-free
-weights; on the tiny test teachers it lowers L_G reliably. Batch 256 instead of the paper's 512
-halves the CPU cost per step.
+(``--lr_G 0.2``; its CIFAR recipe uses 0.02). Every convolution but the last is followed by
+BatchNorm, so the large rate mostly rotates scale-free weights and L_G falls quickly. The price is
+near-binary images: on a toy 10-class LeNet-5 teacher, after 100 steps 97 % of the pixels were
+saturated (< 0.01 or > 0.99) at lr 0.2 against 76 % at 0.02, for the same final L_G — consider
+``lr=0.02`` for data with many grey levels (Fashion-MNIST, CIFAR). Batch 256 instead of the
+paper's 512 halves the CPU cost per step.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class AdversarialGenerator(OnlineGeneratorSynthesizer):
         if not students:
             raise ValueError(f"{self.name}: the adversarial generator needs at least one student")
         t_logits = teacher(images).float()
-        gaps = torch.stack([type(self).discrepancy(s(images).float(), t_logits) for s in students])
+        gaps = torch.stack([self.discrepancy(s(images).float(), t_logits) for s in students])
         gap = gaps.mean()
         return -gap, {self.figure: float(gap.detach())}
 

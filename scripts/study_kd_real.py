@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--student", default="lenet5_half")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--disc-weight", type=float, default=0.1)
     parser.add_argument("--runs", default="runs/kd_real", help="where the individual run directories go")
     parser.add_argument("--out", default="results/kd_real")

@@ -9,16 +9,19 @@ from datafree_kd.commands.evaluate import EvaluateConfig
 from datafree_kd.config import (
     config_from_dict, config_to_dict, load_yaml, merge, parse_overrides, save_yaml,
 )
+from datafree_kd.distillation import DistillConfig
 from datafree_kd.errors import ConfigError
+from datafree_kd.synthesis import SynthesizeConfig
 from datafree_kd.teacher_training import TeacherTrainConfig, recipe_for
 
-CONFIG_CLASSES = [TeacherTrainConfig, EvaluateConfig]
+CONFIG_CLASSES = [TeacherTrainConfig, EvaluateConfig, DistillConfig, SynthesizeConfig]
+REQUIRED = {EvaluateConfig: {"model": "m.pt"}, DistillConfig: {"teacher": "t.pt"}, SynthesizeConfig: {"teacher": "t.pt"}}
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES)
 def test_yaml_round_trip(cls, tmp_path):
-    cfg = cls(**({"model": "m.pt"} if cls is EvaluateConfig else {}))
+    cfg = cls(**REQUIRED.get(cls, {}))
     save_yaml(tmp_path / "c.yaml", cfg)
     again = config_from_dict(cls, load_yaml(tmp_path / "c.yaml"))
     assert again == cfg
@@ -86,8 +89,10 @@ def test_recipes_are_valid_configs():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("**/*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     data = load_yaml(path)
-    cls = {"teacher": TeacherTrainConfig, "evaluate": EvaluateConfig}[path.parent.name]
-    config_from_dict(cls, {"model": "x.pt", **data} if cls is EvaluateConfig else data)
+    cls = {"teacher": TeacherTrainConfig, "evaluate": EvaluateConfig, "distill": DistillConfig,
+           "synthesize": SynthesizeConfig}[path.parent.name]
+    required = {EvaluateConfig: {"model": "x.pt"}, DistillConfig: {"teacher": "t.pt"}, SynthesizeConfig: {"teacher": "t.pt"}}
+    config_from_dict(cls, {**required.get(cls, {}), **data})
 
 
 @dataclass

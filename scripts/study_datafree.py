@@ -1,0 +1,122 @@
+"""Data-free distillation table: every method's accuracy, CPU minutes and seeds on one teacher.
+
+Each row is a plan entry: a materialising method (synthesize N images, then distil from the
+transfer set), an online method (generator trained inside the distillation loop), or a reference
+(kd-real, the real-data baseline). Results go to ``OUT/summary.{json,md}``; individual runs to
+``--runs``. CPU minutes are wall minutes × torch threads (set ``--threads``; 1 lets two studies
+share the two cores without slowing each other).
+
+    python scripts/study_datafree.py --teacher runs/teachers/fmnist-lenet5/model.pt \
+        --plan configs/studies/datafree-lenet5.yaml --out results/datafree-lenet5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datafree_kd.config import load_yaml
+from datafree_kd.distillation import DistillConfig, run_distillation
+from datafree_kd.io import atomic_write_json, atomic_write_text
+from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+
+
+def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: int) -> dict[str, Any]:
+    """Run one plan row for one seed; return accuracy and timings."""
+    name = row["name"]
+    distill = {"teacher": teacher, "seed": seed, "latency_runs": 0, "threads": threads, **row.get("distill", {})}
+    began = time.perf_counter()
+    synth_s = 0.0
+    if row["kind"] == "materialising":
+        synth = SynthesizeConfig(teacher=teacher, method=row["method"], options=row.get("options", {}),
+                                 n=row.get("n", 20000), seed=seed, threads=threads, preview=True,
+                                 **row.get("synthesize", {}))
+        out = runs / f"{name}-s{seed}-set"
+        run_synthesis(synth, out)
+        synth_s = time.perf_counter() - began
+        distill["source"] = f"transfer:{out / 'transfer_set'}"
+    elif row["kind"] == "online":
+        distill["source"] = f"online:{row['method']}"
+        distill["synthesizer_options"] = row.get("options", {})
+    else:
+        distill["source"] = "real"
+    results = run_distillation(DistillConfig(**distill), runs / f"{name}-s{seed}")
+    total_s = time.perf_counter() - began
+    return {"seed": seed, "test_accuracy": results["test_accuracy"], "agreement": results["agreement"],
+            "teacher_accuracy": results["teacher_accuracy"], "synthesis_s": synth_s,
+            "cpu_minutes": total_s * max(1, torch.get_num_threads()) / 60, "wall_s": total_s}
+
+
+def size_ablation(row: dict[str, Any], teacher: str, sizes: list[int], runs: Path, threads: int) -> list[dict]:
+    """Distil from nested prefixes of one transfer set (seed 0), same steps for every size."""
+    source = f"transfer:{runs / (row['name'] + '-s0-set') / 'transfer_set'}"
+    out = []
+    for n in sizes:
+        cfg = DistillConfig(teacher=teacher, source=source, transfer_size=n, seed=0, latency_runs=0,
+                            threads=threads, **row.get("distill", {}))
+        r = run_distillation(cfg, runs / f"{row['name']}-size{n}")
+        out.append({"n": n, "test_accuracy": r["test_accuracy"], "agreement": r["agreement"]})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--plan", required=True, help="YAML: rows: [{name, kind, method, options, distill}]")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", default="runs/datafree")
+    parser.add_argument("--out", default="results/datafree")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    plan = load_yaml(args.plan)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    only = {s for s in args.only.split(",") if s}
+    runs, out = Path(args.runs), Path(args.out)
+    summary_path = out / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {"rows": {}}
+    summary.update({"teacher": args.teacher, "plan": args.plan})
+    for row in plan["rows"]:
+        if only and row["name"] not in only:
+            continue
+        results = [run_row(row, args.teacher, seed, runs, args.threads) for seed in seeds]
+        summary["rows"][row["name"]] = {"kind": row["kind"], "method": row.get("method", "kd-real"),
+                                        "options": row.get("options", {}), "runs": results}
+        if row.get("sizes"):
+            summary["rows"][row["name"]]["sizes"] = size_ablation(row, args.teacher, row["sizes"], runs, args.threads)
+        atomic_write_json(summary_path, summary)
+    atomic_write_text(out / "summary.md", render(summary))
+    print(render(summary))
+
+
+def render(summary: dict[str, Any]) -> str:
+    rows = summary["rows"]
+    teacher_acc = next((r["runs"][0]["teacher_accuracy"] for r in rows.values() if r["runs"]), float("nan"))
+    lines = [f"Teacher `{summary['teacher']}`: test accuracy {teacher_acc:.4f}. Real 10k test set, "
+             "last-step accuracy; CPU minutes = wall minutes × threads (synthesis + distillation).", "",
+             "| method | kind | test accuracy | / teacher | agreement | CPU min | seeds |", "|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        accs = [r["test_accuracy"] for r in row["runs"]]
+        m = statistics.mean(accs)
+        s = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else ""
+        agree = statistics.mean(r["agreement"] for r in row["runs"])
+        cpu = statistics.mean(r["cpu_minutes"] for r in row["runs"])
+        seeds = ",".join(str(r["seed"]) for r in row["runs"])
+        lines.append(f"| {name} | {row['kind']} | {m:.4f}{s} | {m / teacher_acc:.3f} | {agree:.4f} | {cpu:.1f} | {seeds} |")
+    for name, row in rows.items():
+        if row.get("sizes"):
+            lines += ["", f"Transfer-set size ablation ({name}, nested prefixes of one set, seed 0, same steps):", "",
+                      "| images | test accuracy | / teacher |", "|---|---|---|"]
+            lines += [f"| {r['n']} | {r['test_accuracy']:.4f} | {r['test_accuracy'] / teacher_acc:.3f} |" for r in row["sizes"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
