@@ -81,25 +81,29 @@ def main() -> None:
     only = {s for s in args.only.split(",") if s}
     runs, out = Path(args.runs), Path(args.out)
     summary_path = out / "summary.json"
-    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {"rows": {}}
-    summary.update({"teacher": args.teacher, "plan": args.plan})
+    order = [row["name"] for row in plan["rows"]]
     for row in plan["rows"]:
         if only and row["name"] not in only:
             continue
-        results = [run_row(row, args.teacher, seed, runs, args.threads) for seed in seeds]
-        summary["rows"][row["name"]] = {"kind": row["kind"], "method": row.get("method", "kd-real"),
-                                        "options": row.get("options", {}), "runs": results}
+        entry = {"kind": row["kind"], "method": row.get("method", "kd-real"), "options": row.get("options", {}),
+                 "runs": [run_row(row, args.teacher, seed, runs, args.threads) for seed in seeds]}
         if row.get("sizes"):
-            summary["rows"][row["name"]]["sizes"] = size_ablation(row, args.teacher, row["sizes"], runs, args.threads)
+            entry["sizes"] = size_ablation(row, args.teacher, row["sizes"], runs, args.threads)
+        # re-read before writing: several processes may fill different rows of one table
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"rows": {}}
+        summary.update({"teacher": args.teacher, "plan": args.plan})
+        summary["rows"][row["name"]] = entry
         atomic_write_json(summary_path, summary)
-    atomic_write_text(out / "summary.md", render(summary))
-    print(render(summary))
+        atomic_write_text(out / "summary.md", render(summary, order))
+    if summary_path.exists():
+        print(render(json.loads(summary_path.read_text()), order))
 
 
-def render(summary: dict[str, Any]) -> str:
-    rows = summary["rows"]
+def render(summary: dict[str, Any], order: list[str] | None = None) -> str:
+    names = [n for n in (order or []) if n in summary["rows"]] + sorted(set(summary["rows"]) - set(order or []))
+    rows = {n: summary["rows"][n] for n in names}
     teacher_acc = next((r["runs"][0]["teacher_accuracy"] for r in rows.values() if r["runs"]), float("nan"))
-    lines = [f"Teacher `{summary['teacher']}`: test accuracy {teacher_acc:.4f}. Real 10k test set, "
+    lines = [f"Teacher `{summary['teacher']}`: test accuracy {teacher_acc:.4f}. Real test set, "
              "last-step accuracy; CPU minutes = wall minutes × threads (synthesis + distillation).", "",
              "| method | kind | test accuracy | / teacher | agreement | CPU min | seeds |", "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
