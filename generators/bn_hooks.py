@@ -30,7 +30,6 @@ Choices documented here:
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any, Sequence
 
 import torch
@@ -39,6 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 
 from datafree_kd.errors import ConfigError
+from datafree_kd.hooks import HookOwner
 
 Stats = tuple[torch.Tensor, torch.Tensor]
 
@@ -89,7 +89,7 @@ def update_history(history: list[Stats] | None, stats: Sequence[Stats], momentum
     ]
 
 
-class BatchNormStatsLoss:
+class BatchNormStatsLoss(HookOwner):
     """Forward hooks that accumulate DeepInversion's BN-statistics loss for each teacher forward.
 
     Use as a context manager; the hooks are removed on exit, also when the body raises::
@@ -167,27 +167,8 @@ class BatchNormStatsLoss:
         self._terms = {}
         self._stats = {}
 
-    @property
-    def active(self) -> bool:
-        return bool(self._handles)
-
-    def remove(self) -> None:
-        """Remove every hook; safe to call twice."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def _after_remove(self) -> None:
         self.reset()
-
-    def __enter__(self) -> "BatchNormStatsLoss":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
 
     def __repr__(self) -> str:
         state = "active" if self._handles else "removed"

@@ -3,8 +3,8 @@
 Each row is a plan entry: a materialising method (synthesize N images, then distil from the
 transfer set), an online method (generator trained inside the distillation loop), or a reference
 (kd-real, the real-data baseline). Results go to ``OUT/summary.{json,md}``; individual runs to
-``--runs``. CPU minutes are wall minutes × torch threads (set ``--threads``; 1 lets two studies
-share the two cores without slowing each other).
+``--runs``. CPU minutes are the process's CPU time (user + system), so jobs sharing the cores do not inflate
+them; ``--threads 1`` lets two studies share the two cores without oversubscription.
 
     python scripts/study_datafree.py --teacher runs/teachers/fmnist-lenet5/model.pt \
         --plan configs/studies/datafree-lenet5.yaml --out results/datafree-lenet5
@@ -31,7 +31,7 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
     """Run one plan row for one seed; return accuracy and timings."""
     name = row["name"]
     distill = {"teacher": teacher, "seed": seed, "latency_runs": 0, "threads": threads, **row.get("distill", {})}
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     synth_s = 0.0
     if row["kind"] == "materialising":
         synth = SynthesizeConfig(teacher=teacher, method=row["method"], options=row.get("options", {}),
@@ -48,9 +48,11 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
         distill["source"] = "real"
     results = run_distillation(DistillConfig(**distill), runs / f"{name}-s{seed}")
     total_s = time.perf_counter() - began
+    # process CPU time, not wall time: other jobs sharing the cores do not inflate it
+    cpu_minutes = (time.process_time() - cpu_began) / 60
     return {"seed": seed, "test_accuracy": results["test_accuracy"], "agreement": results["agreement"],
             "teacher_accuracy": results["teacher_accuracy"], "synthesis_s": synth_s,
-            "cpu_minutes": total_s * max(1, torch.get_num_threads()) / 60, "wall_s": total_s}
+            "cpu_minutes": cpu_minutes, "wall_s": total_s, "threads": torch.get_num_threads()}
 
 
 def size_ablation(row: dict[str, Any], teacher: str, sizes: list[int], runs: Path, threads: int) -> list[dict]:
@@ -104,7 +106,7 @@ def render(summary: dict[str, Any], order: list[str] | None = None) -> str:
     rows = {n: summary["rows"][n] for n in names}
     teacher_acc = next((r["runs"][0]["teacher_accuracy"] for r in rows.values() if r["runs"]), float("nan"))
     lines = [f"Teacher `{summary['teacher']}`: test accuracy {teacher_acc:.4f}. Real test set, "
-             "last-step accuracy; CPU minutes = wall minutes × threads (synthesis + distillation).", "",
+             "last-step accuracy; CPU min = process CPU time of synthesis + distillation.", "",
              "| method | kind | test accuracy | / teacher | agreement | CPU min | seeds |", "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         accs = [r["test_accuracy"] for r in row["runs"]]

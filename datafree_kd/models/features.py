@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from types import TracebackType
 from typing import Any, Callable, Iterable
 
 import torch
@@ -11,6 +10,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import ConfigError
+from ..hooks import HookOwner
 
 
 def feature_names(model: nn.Module) -> list[str]:
@@ -22,7 +22,7 @@ def feature_names(model: nn.Module) -> list[str]:
     ]
 
 
-class FeatureExtractor:
+class FeatureExtractor(HookOwner):
     """Record the outputs of named submodules during a forward pass, keeping their autograd graphs.
 
     Use as a context manager (hooks are removed on exit) or call :meth:`remove` yourself.
@@ -64,23 +64,6 @@ class FeatureExtractor:
         if missing:
             raise RuntimeError(f"layers not run during forward: {', '.join(missing)}")
         return logits, features
-
-    def remove(self) -> None:
-        """Remove every hook this extractor added; safe to call twice."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def __enter__(self) -> "FeatureExtractor":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
 
     def __repr__(self) -> str:
         state = "active" if self._handles else "removed"

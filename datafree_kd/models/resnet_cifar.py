@@ -7,6 +7,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .init import init_conv_bn
+
 from .registry import register_model
 
 
@@ -64,12 +66,7 @@ class CifarResNet(nn.Module):
         self.num_stages = len(widths)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
