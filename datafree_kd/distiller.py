@@ -92,7 +92,8 @@ class Distiller:
             with torch.no_grad():
                 s_logits, s_feats = tap(probe)
             slot.model.train(was_training)
-            slot.objective.setup(DistillBatch(probe, s_logits, t_logits, None, s_feats, t_feats))
+            slot.objective.setup(DistillBatch(probe, s_logits, t_logits, None, s_feats, t_feats,
+                                              student_model=slot.model, teacher_model=self.teacher))
             slot.objective.to(self.device)
 
     def step(self, generator: torch.Generator) -> dict[str, float]:
@@ -110,7 +111,8 @@ class Distiller:
             slot.model.train()
             with self._autocast():
                 s_logits, s_feats = tap(x)
-            batch = DistillBatch(x, s_logits.float(), t_logits, labels, s_feats, t_feats)
+            batch = DistillBatch(x, s_logits.float(), t_logits, labels, s_feats, t_feats,
+                                 student_model=slot.model, teacher_model=self.teacher)
             adversary = slot.objective.adversary_step(batch)
             with self._autocast():
                 loss, values = slot.objective(batch)

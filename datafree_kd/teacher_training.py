@@ -2,6 +2,20 @@
 
 Each epoch ends with an atomic ``last.pt`` training state, so an interrupted run resumes exactly
 where it stopped; the final ``model.pt`` is a self-describing checkpoint (DESIGN rule 6).
+
+Robust teachers (``adversarial``, L∞ threat model, all through :func:`adversarial.pgd_maximize`):
+
+* ``pgd`` — Madry et al. (2018): min_θ CE(f(x'), y) with x' = PGD maximising CE(f(·), y) from a
+  uniform random start in the eps-ball; the attack runs with the model in eval mode (parameters
+  frozen), the update in train mode. ``train_accuracy`` is then measured on the adversarial batch.
+* ``trades`` — Zhang et al. (2019): CE(f(x), y) + β·KL(f(x) ‖ f(x')), batch-mean KL, with x'
+  maximising KL(f(x) ‖ f(·)) (f(x) fixed, eval mode, as the official code) from x + 0.001·N(0, 1).
+  As in the official code the outer KL is not detached on its f(x) side. ``train_accuracy`` is
+  measured on the clean batch. Difference from the official code: the 0.001·N start is projected
+  to the ball/[0, 1] at once instead of after the first step (identical for steps ≥ 1).
+
+``adv_eps`` None takes the dataset's usual budget (``DEFAULT_ADV_EPS``); ``adv_step_size`` None is
+2.5·eps/steps (Madry et al.'s rule; equals the usual 2/255 for eps 8/255 and 10 steps).
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .adversarial import ModelModeGuard, pgd_maximize
 from .checkpoint import ModelSpec, save_model
 from .config import config_to_dict
 from .data import load_dataset
@@ -47,6 +62,11 @@ class TeacherTrainConfig(OptimizerSettings, RuntimeSettings):
     eval_every: int = 1
     eval_batch_size: int = 1000
     latency_runs: int = 30
+    adversarial: str = "none"
+    adv_eps: float | None = None
+    adv_steps: int = 10
+    adv_step_size: float | None = None
+    trades_beta: float = 6.0
 
     def validate(self) -> None:
         positive = ("epochs", "batch_size", "eval_batch_size", "eval_every")
@@ -59,6 +79,43 @@ class TeacherTrainConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError("crop_padding, warmup_epochs and latency_runs must be >= 0")
         if self.warmup_epochs >= self.epochs:
             raise ConfigError("warmup_epochs must be smaller than epochs")
+        if self.adversarial not in ADVERSARIAL_METHODS:
+            raise ConfigError(f"unknown adversarial training {self.adversarial!r}; use one of "
+                              f"{', '.join(ADVERSARIAL_METHODS)}")
+        if self.adv_steps < 1:
+            raise ConfigError(f"adv_steps must be >= 1, got {self.adv_steps}")
+        for name in ("adv_eps", "adv_step_size"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        if not self.trades_beta >= 0:
+            raise ConfigError(f"trades_beta must be >= 0, got {self.trades_beta}")
+        self.adversarial_settings()  # a missing eps for an unknown dataset fails now, not after loading
+
+    def adversarial_settings(self) -> dict[str, Any]:
+        """The resolved adversarial-training recipe, as recorded in results.json."""
+        if self.adversarial == "none":
+            return {"method": "none"}
+        eps = self.adv_eps if self.adv_eps is not None else DEFAULT_ADV_EPS.get(self.dataset)
+        if eps is None:
+            raise ConfigError(f"adversarial={self.adversarial} on dataset {self.dataset!r} has no default "
+                              f"budget; give adv_eps=... (images are in [0, 1])")
+        step_size = self.adv_step_size if self.adv_step_size is not None else 2.5 * eps / self.adv_steps
+        settings: dict[str, Any] = {"method": self.adversarial, "norm": "linf", "eps": float(eps),
+                                    "steps": self.adv_steps, "step_size": float(step_size)}
+        if self.adversarial == "trades":
+            settings["beta"] = self.trades_beta
+        return settings
+
+
+ADVERSARIAL_METHODS = ("none", "pgd", "trades")
+# The usual L∞ budgets in [0, 1] pixel units (Madry et al.; TRADES; ARD/RSLAD for CIFAR).
+DEFAULT_ADV_EPS: dict[str, float] = {
+    "fashion-mnist": 0.1, "mnist": 0.3, "cifar10": 8 / 255, "cifar100": 8 / 255, "svhn": 8 / 255,
+}
+# Fields added after runs already existed: a saved config without them resumes as a clean run.
+_ADVERSARIAL_DEFAULTS = {"adversarial": "none", "adv_eps": None, "adv_steps": 10, "adv_step_size": None,
+                         "trades_beta": 6.0}
 
 
 # Per-dataset defaults, then per-(dataset, arch) refinements; user settings override both.
@@ -104,10 +161,11 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
     start_epoch, elapsed = 0, 0.0
     if resume and run.state_path.exists():
         progress = load_training_state(run.state_path, stateful, generator)
-        check_same_config(progress.get("config", {}), config_to_dict(cfg), run.state_path)
+        check_same_config({**_ADVERSARIAL_DEFAULTS, **progress.get("config", {})}, config_to_dict(cfg), run.state_path)
         start_epoch, history, elapsed = progress["epoch"], list(progress["history"]), progress["elapsed_s"]
         print(f"resuming from epoch {start_epoch} of {cfg.epochs}")
     run.reset_metrics(history)
+    adversarial = cfg.adversarial_settings()
 
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
@@ -116,8 +174,11 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         batches = train_set.batches(cfg.batch_size, shuffle=True, generator=generator, drop_last=True, device=device)
         for x, y in tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
             x = augment_batch(x, cfg.crop_padding, cfg.hflip, generator)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if adversarial["method"] == "none":
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            else:
+                loss, logits = adversarial_loss(model, x, y, adversarial, cfg.label_smoothing, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -159,12 +220,45 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
             "train_time_s": elapsed,
             "fingerprint": fp,
             "device": str(device),
+            "adversarial": adversarial,
             "history": history,
         }
     )
     run.write_results(results)
     run.write_metrics_csv(history)
     return results
+
+
+def adversarial_loss(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any], label_smoothing: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's PGD (Madry) or TRADES training loss; returns (loss, logits the accuracy is read from).
+
+    The attack runs in eval mode with parameters frozen (restored afterwards); random starts come
+    from the run's ``generator`` so a resumed run replays the same perturbations.
+    """
+    eps, step_size, steps = settings["eps"], settings["step_size"], settings["steps"]
+    if settings["method"] == "pgd":
+        with ModelModeGuard(model, train=False, requires_grad=False):
+            x_adv = pgd_maximize(lambda z: F.cross_entropy(model(z), y, reduction="sum"), x, eps, step_size, steps,
+                                 generator=generator)
+        logits = model(x_adv)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+    if settings["method"] == "trades":
+        with ModelModeGuard(model, train=False, requires_grad=False):
+            with torch.no_grad():
+                p_natural = F.softmax(model(x), dim=1)
+            noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+            x_adv = pgd_maximize(
+                lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_natural, reduction="sum"),
+                x, eps, step_size, steps, init=x + 0.001 * noise,
+            )
+        logits = model(x)
+        robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        natural = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        return natural + settings["beta"] * robust, logits
+    raise ConfigError(f"unknown adversarial training {settings['method']!r}")
 
 
 def _epoch_line(record: dict[str, Any]) -> str:

@@ -58,12 +58,16 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
 def size_ablation(row: dict[str, Any], teacher: str, sizes: list[int], runs: Path, threads: int) -> list[dict]:
     """Distil from nested prefixes of one transfer set (seed 0), same steps for every size."""
     source = f"transfer:{runs / (row['name'] + '-s0-set') / 'transfer_set'}"
+    distill = dict(row.get("distill", {}))
+    if not distill.get("steps"):  # the full set's step budget for every size: only the size varies
+        distill["steps"] = distill.pop("epochs", 15) * (max(sizes) // distill.get("batch_size", 128))
+        distill["epochs"] = 0
     out = []
     for n in sizes:
         cfg = DistillConfig(teacher=teacher, source=source, transfer_size=n, seed=0, latency_runs=0,
-                            threads=threads, **row.get("distill", {}))
+                            threads=threads, **distill)
         r = run_distillation(cfg, runs / f"{row['name']}-size{n}")
-        out.append({"n": n, "test_accuracy": r["test_accuracy"], "agreement": r["agreement"]})
+        out.append({"n": n, "test_accuracy": r["test_accuracy"], "agreement": r["agreement"], "steps": r["steps"]})
     return out
 
 
@@ -119,8 +123,9 @@ def render(summary: dict[str, Any], order: list[str] | None = None) -> str:
     for name, row in rows.items():
         if row.get("sizes"):
             lines += ["", f"Transfer-set size ablation ({name}, nested prefixes of one set, seed 0, same steps):", "",
-                      "| images | test accuracy | / teacher |", "|---|---|---|"]
-            lines += [f"| {r['n']} | {r['test_accuracy']:.4f} | {r['test_accuracy'] / teacher_acc:.3f} |" for r in row["sizes"]]
+                      "| images | test accuracy | / teacher | steps |", "|---|---|---|---|"]
+            lines += [f"| {r['n']} | {r['test_accuracy']:.4f} | {r['test_accuracy'] / teacher_acc:.3f} | {r.get('steps', '')} |"
+                      for r in row["sizes"]]
     return "\n".join(lines) + "\n"
 
 

@@ -37,6 +37,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "rkd": {"student_layer": "net.classifier.3", "teacher_layer": "net.classifier.3"},
     "crd": {"student_layer": "net.features.5", "teacher_layer": "net.classifier.3"},
     "discriminator": {},  # logits mode, softened probabilities, MLP D with its own Adam
+    # robust terms attack batch.student_model inside forward (one PGD step keeps this fast); α < 1
+    # exercises their clean parts too
+    "ard": {"steps": 1, "alpha": 0.5},
+    "rslad": {"steps": 1},
+    "iad": {"steps": 1, "alpha": 0.5},
 }
 
 
@@ -57,7 +62,7 @@ def _real_batch(
         t_logits, t_feats = tap(x)
     with FeatureExtractor(student, student_layers) as tap:
         s_logits, s_feats = tap(x)
-    return DistillBatch(x, s_logits, t_logits, None, s_feats, t_feats)
+    return DistillBatch(x, s_logits, t_logits, None, s_feats, t_feats, student_model=student, teacher_model=teacher)
 
 
 # ---------------------------------------------------------------- registry-wide
@@ -366,6 +371,10 @@ GRAD_CASES: dict[str, tuple[dict[str, Any], dict[str, tuple[int, ...]], dict[str
     "rkd": ({"student_layer": "s"}, {"s": (4, 2, 2)}, {}),
     "crd": ({"student_layer": "s", "feat_dim": 4}, {"s": (4, 2, 3)}, {}),
     "discriminator": ({}, {}, {}),
+    # deterministic attacks (no random start) on tiny float64 models, so finite differences are exact
+    "ard": ({"steps": 1, "alpha": 0.5, "random_start": False}, {}, {}),
+    "rslad": ({"steps": 1, "random_start": False}, {}, {}),
+    "iad": ({"steps": 1, "alpha": 0.5, "random_start": False}, {}, {}),
 }
 
 
@@ -373,6 +382,7 @@ GRAD_CASES: dict[str, tuple[dict[str, Any], dict[str, tuple[int, ...]], dict[str
 def test_gradcheck_wrt_student_outputs(name: str) -> None:
     assert name in GRAD_CASES, f"add a gradcheck case for the new loss term {name!r} to GRAD_CASES"
     options, s_shapes, t_shapes = GRAD_CASES[name]
+    student_model, teacher_model = nn.Linear(1, 3).double(), nn.Linear(1, 3).double()  # for terms that run them
     torch.manual_seed(0)
     term = LOSS_TERMS.get(name)(**options)
     s_logits = _randn(4, 3, seed=21).requires_grad_(True)
@@ -382,7 +392,8 @@ def test_gradcheck_wrt_student_outputs(name: str) -> None:
     names = list(s_feats)
 
     def batch_of(logits: torch.Tensor, *feats: torch.Tensor) -> DistillBatch:
-        return DistillBatch(torch.zeros(4, 1), logits, t_logits, None, dict(zip(names, feats)), t_feats)
+        return DistillBatch(torch.zeros(4, 1, dtype=torch.float64), logits, t_logits, None, dict(zip(names, feats)),
+                            t_feats, student_model=student_model, teacher_model=teacher_model)
 
     term.setup(batch_of(s_logits, *s_feats.values()))
     term.double()  # terms with parts of their own (adapters, heads, a discriminator) run in float64 too

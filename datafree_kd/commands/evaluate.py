@@ -1,4 +1,17 @@
-"""``dfkd evaluate MODEL``: clean accuracy, per-class accuracy, ECE, cost and teacher agreement."""
+"""``dfkd evaluate MODEL``: clean accuracy, per-class accuracy, ECE, cost and teacher agreement.
+
+With ``--attacks fgsm,pgd20,...`` (names from ``datafree_kd.attacks.ATTACKS``) it also measures
+robust accuracy on the first ``--attack-limit`` test examples (0 = all) and adds to results.json:
+
+* ``attacks``: ``{name: accuracy}`` (fractions in [0, 1]; robust = correct on x *and* on x_adv);
+* ``attack_eps`` / ``attack_norm``: the budget of the L∞ attacks (``--eps``, default per dataset,
+  see ``attacks.default_eps``); when only L2 attacks ran, the L2 budget and ``"L2"``;
+* ``attack_eps_l2``: the L2 budget (``--eps-l2``), present when an L2 attack (pgdl2, cw) ran;
+* ``attack_budgets``: ``{name: {"norm": ..., "eps": ...}}``, the budget of every attack;
+* ``attack_examples``: how many test examples were attacked; ``attack_seed``: the seed used.
+
+Clean accuracy stays under ``test_accuracy`` (on the whole test set).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from ..attacks import ATTACKS, attack_budgets, attack_examples, attack_norm, parse_attack_names, robust_accuracy
 from ..checkpoint import check_compatible, load_model
 from ..config import config_to_dict
 from ..data import load_dataset
@@ -29,12 +43,30 @@ class EvaluateConfig(RuntimeSettings):
     batch_size: int = 1000
     latency_runs: int = 30
     ece_bins: int = 15
+    attacks: str = ""  # comma list of attack names, e.g. "fgsm,pgd20,pgd100,autoattack"
+    eps: float | None = None  # L∞ budget; None = attacks.default_eps(dataset)
+    eps_l2: float | None = None  # L2 budget (pgdl2, cw); None = attacks.default_eps(dataset, "L2")
+    attack_limit: int = 0  # attack the first N test examples; 0 = the whole test set
+    attack_batch_size: int = 200
 
     def validate(self) -> None:
         if not self.model:
             raise ConfigError("no model to evaluate")
         if self.batch_size < 1 or self.ece_bins < 1 or self.latency_runs < 0:
             raise ConfigError("batch_size and ece_bins must be >= 1, latency_runs >= 0")
+        names = parse_attack_names(self.attacks)  # unknown names fail here, before any work
+        for key in ("eps", "eps_l2"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{key} must be a positive attack budget, got {value}")
+        if self.attack_limit < 0 or self.attack_batch_size < 1:
+            raise ConfigError("attack_limit must be >= 0 (0 = all) and attack_batch_size >= 1")
+        if names:
+            norms = {attack_norm(name) for name in names}
+            if self.eps is not None and "Linf" not in norms:
+                raise ConfigError(f"eps is the L∞ budget but {', '.join(names)} are L2 attacks; use eps_l2 (--eps-l2)")
+            if self.eps_l2 is not None and "L2" not in norms:
+                raise ConfigError(f"eps_l2 is the L2 budget but no L2 attack was asked for ({', '.join(names)})")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,12 +80,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", dest="batch_size", type=int)
     ev.add_argument("--device")
     ev.add_argument("--latency-runs", dest="latency_runs", type=int)
+    ev.add_argument("--attacks", help=f"comma list of attacks ({', '.join(ATTACKS.names())})")
+    ev.add_argument("--eps", type=float, help="L∞ attack budget on [0,1] images (default: per dataset)")
+    ev.add_argument("--eps-l2", dest="eps_l2", type=float, help="L2 attack budget for pgdl2/cw (default: per dataset)")
+    ev.add_argument("--attack-limit", dest="attack_limit", type=int, help="attack the first N test images (0 = all)")
+    ev.add_argument("--attack-batch-size", dest="attack_batch_size", type=int)
     add_config_arguments(ev)
     ev.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    names = ("model", "dataset", "data_root", "download", "arch", "reference", "batch_size", "device", "latency_runs")
+    names = ("model", "dataset", "data_root", "download", "arch", "reference", "batch_size", "device", "latency_runs",
+             "attacks", "eps", "eps_l2", "attack_limit", "attack_batch_size")
     cfg = resolve_config(EvaluateConfig, args, {k: getattr(args, k) for k in names})
     results = evaluate(cfg, args.out)
     print(results_summary(results))
@@ -67,12 +105,19 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     info = None
-    if cfg.dataset is not None and cfg.arch is not None:  # a bring-your-own state_dict needs it
+    if cfg.dataset is not None:  # a plain state_dict or a TorchScript file is described by it
         info = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).info
     loaded = load_model(cfg.model, arch=cfg.arch, info=info)
     dataset = cfg.dataset or loaded.info.name
     if not cfg.dataset:
         cfg.dataset = dataset
+    attack_names = parse_attack_names(cfg.attacks)
+    budgets = attack_budgets(attack_names, cfg.eps, cfg.eps_l2, dataset)  # a missing default fails now
+    for budget in budgets.values():  # config.yaml records the budgets actually used
+        if budget["norm"] == "Linf":
+            cfg.eps = budget["eps"]
+        else:
+            cfg.eps_l2 = budget["eps"]
     run.write_config(cfg)
     test_set = load_dataset(dataset, "test", cfg.data_root, cfg.download)
     check_compatible(loaded, test_set.info)
@@ -87,6 +132,8 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
         reference=reference.model if reference else None,
         latency_runs=cfg.latency_runs, ece_bins=cfg.ece_bins,
     )
+    if attack_names:
+        results.update(_attack_results(cfg, loaded.model, test_set, attack_names, budgets, device))
     results.update(
         {
             "kind": "evaluation",
@@ -101,3 +148,25 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
     )
     run.write_results(results)
     return results
+
+
+def _attack_results(cfg: EvaluateConfig, model: Any, test_set: Any, names: list[str],
+                    budgets: dict[str, dict[str, Any]], device: Any) -> dict[str, Any]:
+    """Robust accuracies and the budget they were measured at (the results.json contract)."""
+    linf = [b["eps"] for b in budgets.values() if b["norm"] == "Linf"]
+    l2 = [b["eps"] for b in budgets.values() if b["norm"] == "L2"]
+    accuracies = robust_accuracy(
+        model, test_set, names, eps=linf[0] if linf else None, batch_size=cfg.attack_batch_size,
+        device=device, seed=cfg.seed, limit=cfg.attack_limit, eps_l2=l2[0] if l2 else None,
+    )
+    out: dict[str, Any] = {
+        "attacks": accuracies,
+        "attack_eps": linf[0] if linf else l2[0],
+        "attack_norm": "Linf" if linf else "L2",
+        "attack_budgets": budgets,
+        "attack_examples": attack_examples(test_set, cfg.attack_limit),
+        "attack_seed": cfg.seed,
+    }
+    if l2:
+        out["attack_eps_l2"] = l2[0]
+    return out

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..summary import results_summary
-from ..teacher_training import TeacherTrainConfig, recipe_for, train_teacher
+from ..teacher_training import ADVERSARIAL_METHODS, TeacherTrainConfig, recipe_for, train_teacher
 from .common import add_config_arguments, resolve_config
 
 
@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    train.add_argument("--adversarial", choices=ADVERSARIAL_METHODS,
+                       help="robust teacher: pgd (Madry) or trades (Zhang et al.); budget via adv_eps=..., "
+                            "adv_steps=..., adv_step_size=..., trades_beta=... (default none)")
     train.add_argument("--resume", action="store_true", help="continue from DIR/last.pt if present")
     add_config_arguments(train)
     train.set_defaults(func=run_train)
@@ -32,7 +35,8 @@ def _recipe(user: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    flags = {k: getattr(args, k) for k in ("dataset", "data_root", "download", "arch", "epochs", "seed", "device")}
+    flags = {k: getattr(args, k) for k in ("dataset", "data_root", "download", "arch", "epochs", "seed", "device",
+                                               "adversarial")}
     cfg = resolve_config(TeacherTrainConfig, args, flags, _recipe)
     results = train_teacher(cfg, args.out, resume=args.resume)
     print(results_summary(results))

@@ -24,6 +24,10 @@ class DistillBatch:
 
     ``labels`` are ground truth for real data and ``None`` for synthetic data (terms then use the
     teacher's argmax as pseudo-labels). Feature dicts are keyed by the *term's* feature names.
+
+    ``student_model`` / ``teacher_model`` are the networks themselves, for terms that must run them
+    on inputs of their own (ARD-style terms attack the student inside ``forward``). The Distiller
+    fills them; hand-built batches may leave them None, and such terms then refuse to run.
     """
 
     inputs: torch.Tensor
@@ -33,6 +37,8 @@ class DistillBatch:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     index: torch.Tensor | None = None  # dataset indices, for memory-bank terms (CRD)
+    student_model: nn.Module | None = None
+    teacher_model: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def targets(self) -> torch.Tensor:
