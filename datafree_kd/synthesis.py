@@ -115,7 +115,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
 
     began = time.perf_counter()
     index = len(transfer) // cfg.batch_size
-    if len(transfer) % cfg.batch_size:
+    if len(transfer) < cfg.n and len(transfer) % cfg.batch_size:
         raise ConfigError("the transfer set holds a partial batch; it was not written by this runner", set_path)
     while len(transfer) + transfer.pending < cfg.n:
         size = min(cfg.batch_size, cfg.n - len(transfer) - transfer.pending)

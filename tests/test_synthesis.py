@@ -124,3 +124,12 @@ def test_distill_from_a_transfer_set_and_its_subsets(toy, blobs, tmp_path):
     with pytest.raises(DatasetError):
         run_distillation(DistillConfig(**common, transfer_size=500), tmp_path / "e")
     assert json.loads((tmp_path / "d" / "results.json").read_text())["source"] == source
+
+
+def test_rerun_of_a_complete_set_with_a_partial_last_batch_is_a_no_op(toy, blobs, tmp_path):
+    _, teacher = toy
+    run_synthesis(_cfg(teacher, n=100, batch_size=32, shard_size=64), tmp_path / "s")  # 100 = 3 * 32 + 4
+    before = TransferSet.open(tmp_path / "s" / "transfer_set").load().images.clone()
+    again = run_synthesis(_cfg(teacher, n=100, batch_size=32, shard_size=64), tmp_path / "s")
+    assert again["count"] == 100
+    assert torch.equal(TransferSet.open(tmp_path / "s" / "transfer_set").load().images, before)
