@@ -92,7 +92,12 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     set_path = run.path / "transfer_set"
     state_path = run.path / "synthesizer.pt"
     config = config_to_dict(cfg)
-    timings = {"fit_s": 0.0, "generate_s": 0.0}
+    timings = {"fit_s": 0.0, "generate_s": 0.0, "cpu_s": 0.0}
+    if run.results_path.exists():  # a resumed run adds to the time already spent
+        earlier = run.read_results()
+        timings = {"fit_s": earlier.get("fit_time_s", 0.0), "generate_s": earlier.get("generate_time_s", 0.0),
+                   "cpu_s": earlier.get("cpu_time_s", 0.0)}
+    cpu_began = time.process_time()
 
     if (set_path / "meta.json").exists():
         transfer = TransferSet.open(set_path)
@@ -109,7 +114,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     else:
         began = time.perf_counter()
         fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
-        timings["fit_s"] = time.perf_counter() - began
+        timings["fit_s"] += time.perf_counter() - began
         atomic_torch_save(synthesizer.state_dict(), state_path)
         print(f"fitted {cfg.method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
 
@@ -130,7 +135,8 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         written = len(transfer) + transfer.pending
         print(f"{written}/{cfg.n} images ({time.perf_counter() - began:.0f}s)", flush=True)
     transfer.flush()
-    timings["generate_s"] = time.perf_counter() - began
+    timings["generate_s"] += time.perf_counter() - began
+    timings["cpu_s"] += time.process_time() - cpu_began
     preview = transfer.write_preview() if cfg.preview else None
     results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
     run.write_results(results)
@@ -168,6 +174,7 @@ def _summarise(transfer: Any, cfg: SynthesizeConfig, fingerprint: str, timings: 
         "fit_logs": fit_logs,
         "fit_time_s": timings["fit_s"],
         "generate_time_s": timings["generate_s"],
+        "cpu_time_s": timings["cpu_s"],
         "preview": str(preview) if preview else None,
         "device": str(device),
     }
