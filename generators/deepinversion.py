@@ -168,7 +168,34 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
 
 
 @dataclass
-class InversionSettings:
+class PriorSettings:
+    """Image-prior and BN-matching fields shared by DeepInversion and Fast-DFKD settings."""
+
+    first_bn_multiplier: float = 1.0
+    bn_layers: str = "2d"
+    jitter: int = 2
+    flip: bool = True
+    targets: str = "balanced"
+
+    def _check_priors(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.bn_layers not in BN_LAYER_SETS:
+            raise ConfigError(f"bn_layers must be one of {tuple(BN_LAYER_SETS)}, got {self.bn_layers!r}")
+        if self.targets not in TARGET_MODES:
+            raise ConfigError(f"targets must be one of {TARGET_MODES}, got {self.targets!r}")
+        if self.jitter < 0:
+            raise ConfigError(f"jitter must be >= 0, got {self.jitter}")
+        if self.first_bn_multiplier < 0:
+            raise ConfigError(f"first_bn_multiplier must be >= 0, got {self.first_bn_multiplier}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass
+class InversionSettings(PriorSettings):
     """Hyperparameters of one DeepInversion run (see the module docstring for the defaults)."""
 
     iterations: int = 100
@@ -178,42 +205,26 @@ class InversionSettings:
     param: str = "clamp"
     ce_weight: float = 1.0
     bn_weight: float = 10.0
-    first_bn_multiplier: float = 1.0
-    bn_layers: str = "2d"
     tv_l2: float = 1e-3
     tv_l1: float = 0.0
     l2: float = 0.0
-    jitter: int = 2
-    flip: bool = True
-    targets: str = "balanced"
     competition_weight: float = 0.0
     temperature: float = 3.0
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self._check_priors()
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.param not in PARAMETRISATIONS:
             raise ConfigError(f"param must be one of {PARAMETRISATIONS}, got {self.param!r}")
-        if self.bn_layers not in BN_LAYER_SETS:
-            raise ConfigError(f"bn_layers must be one of {tuple(BN_LAYER_SETS)}, got {self.bn_layers!r}")
-        if self.targets not in TARGET_MODES:
-            raise ConfigError(f"targets must be one of {TARGET_MODES}, got {self.targets!r}")
-        if self.jitter < 0:
-            raise ConfigError(f"jitter must be >= 0, got {self.jitter}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
-        weights = ("ce_weight", "bn_weight", "first_bn_multiplier", "tv_l2", "tv_l1", "l2", "competition_weight")
+        weights = ("ce_weight", "bn_weight", "tv_l2", "tv_l1", "l2", "competition_weight")
         for name in weights:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 def split_settings(options: dict[str, Any]) -> tuple[InversionSettings, dict[str, Any]]:

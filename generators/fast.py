@@ -67,7 +67,7 @@ default of that module, where the official generator is 64 wide but doubles it i
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -80,9 +80,9 @@ from datafree_kd.errors import ConfigError
 from .base import MaterializingSynthesizer, OnlineSynthesizer, TeacherFn, register_synthesizer
 from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, Stats, as_module, batchnorm_layers, update_history
 from .deepinversion import (
-    TARGET_MODES,
     ImagePool,
     InversionResult,
+    PriorSettings,
     _StudentHolder,
     eval_mode,
     jitter_flip,
@@ -92,7 +92,7 @@ from .networks import DCGANGenerator, sample_latent
 
 
 @dataclass
-class FastSettings:
+class FastSettings(PriorSettings):
     """Hyperparameters of Fast-DFKD rounds (see the module docstring for their sources)."""
 
     inner_steps: int = 5
@@ -102,19 +102,14 @@ class FastSettings:
     meta_lr: float = 0.5
     ce_weight: float = 0.5
     bn_weight: float = 10.0
-    first_bn_multiplier: float = 1.0
-    bn_layers: str = "2d"
     bn_momentum: float = 0.9
     adv_weight: float = 0.0
     warmup: int = 20
-    jitter: int = 2
-    flip: bool = True
-    targets: str = "balanced"
     latent_dim: int = 256
     base_channels: int = 64
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self._check_priors()
         if self.inner_steps < 1:
             raise ConfigError(f"inner_steps must be >= 1, got {self.inner_steps}")
         if self.lr_g <= 0 or self.lr_z < 0:
@@ -123,20 +118,11 @@ class FastSettings:
             raise ConfigError(f"meta_lr must be in [0, 1], got {self.meta_lr}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ConfigError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
-        if self.bn_layers not in BN_LAYER_SETS:
-            raise ConfigError(f"bn_layers must be one of {tuple(BN_LAYER_SETS)}, got {self.bn_layers!r}")
-        if self.targets not in TARGET_MODES:
-            raise ConfigError(f"targets must be one of {TARGET_MODES}, got {self.targets!r}")
-        if self.jitter < 0 or self.warmup < 0:
-            raise ConfigError("jitter and warmup must be >= 0")
-        for name in ("ce_weight", "bn_weight", "first_bn_multiplier", "adv_weight"):
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
+        for name in ("ce_weight", "bn_weight", "adv_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 def split_fast_settings(options: Mapping[str, Any], **defaults: Any) -> tuple[FastSettings, dict[str, Any]]:
