@@ -178,8 +178,7 @@ class DAFL(MaterializingSynthesizer):
         self, teacher: TeacherFn, batch_size: int, generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
         self.to(device)
-        with torch.no_grad():
-            return self.generator(sample_latent(batch_size, self.generator.latent_dim, generator, device))
+        return self.generator.sample(batch_size, generator, device)
 
     def extra_repr(self) -> str:
         hp = ", ".join(f"{k}={v}" for k, v in self.loss.hparams().items())

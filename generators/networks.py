@@ -91,6 +91,11 @@ class DCGANGenerator(nn.Module):
         """A generator emitting images of the dataset's shape ``info.shape``."""
         return cls(info.in_channels, info.image_size, latent_dim, base_channels)
 
+    @torch.no_grad()
+    def sample(self, n: int, rng: torch.Generator, device: torch.device | str) -> torch.Tensor:
+        """``n`` images in [0, 1] from fresh latents drawn with ``rng`` (no graph kept)."""
+        return self(sample_latent(n, self.latent_dim, rng, device))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z).view(z.shape[0], self.base_channels, self.seed_size, self.seed_size)
         x = self.blocks(self.seed_norm(x))

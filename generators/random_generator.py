@@ -33,5 +33,4 @@ class RandomGenerator(MaterializingSynthesizer):
         self, teacher: TeacherFn, batch_size: int, generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
         self.to(device)
-        with torch.no_grad():
-            return self.generator(sample_latent(batch_size, self.generator.latent_dim, generator, device))
+        return self.generator.sample(batch_size, generator, device)

@@ -35,3 +35,23 @@ def requires_fashion_mnist() -> pytest.MarkDecorator:
         not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(),
         reason="Debian's dataset-fashion-mnist is not installed",
     )
+
+
+def fitted_bn_lenet(seed: int = 0, channels: int = 1, size: int = 28):
+    """A frozen lenet5_bn fitted 20 steps to random labels: real BN statistics, no real data."""
+    from torch import nn
+
+    from datafree_kd.models import create_model
+    from datafree_kd.teacher import freeze
+
+    torch.manual_seed(seed)
+    model = create_model("lenet5_bn", 10, channels, size)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, y = torch.rand(64, channels, size, size, generator=g), torch.randint(0, 10, (64,), generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(20):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return freeze(model)

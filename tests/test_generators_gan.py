@@ -10,6 +10,8 @@ import io
 from pathlib import Path
 
 import pytest
+
+from conftest import fitted_bn_lenet
 import torch
 from torch import nn
 
@@ -59,17 +61,7 @@ def one_thread():
 def teacher() -> nn.Module:
     """lenet5_bn (BatchNorm for the inversion methods) fitted 20 steps to random labels, frozen."""
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = create_model("lenet5_bn", 10, 1, 28)
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(20):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return freeze(model)
+    return fitted_bn_lenet(0)
 
 
 def make_student(arch: str = "lenet5_bn", seed: int = 1) -> nn.Module:

@@ -11,6 +11,8 @@ import copy
 import io
 
 import pytest
+
+from conftest import fitted_bn_lenet
 import torch
 from torch import nn
 
@@ -43,17 +45,7 @@ def one_thread():
 
 
 def fitted_lenet(seed: int = 0, channels: int = 1, size: int = 28) -> nn.Module:
-    torch.manual_seed(seed)
-    model = create_model("lenet5_bn", 10, channels, size)
-    g = torch.Generator().manual_seed(seed + 1)
-    x, y = torch.rand(64, channels, size, size, generator=g), torch.randint(0, 10, (64,), generator=g)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(20):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return freeze(model)
+    return fitted_bn_lenet(seed, channels, size)
 
 
 @pytest.fixture(scope="module")
