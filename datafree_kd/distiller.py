@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .data.augment import augment_batch
+from .data.augment import augment_batch, mixup_images
 from .losses import DistillBatch, Objective
 from .models.features import FeatureExtractor
 from .sources import BatchSource
@@ -43,6 +43,7 @@ class LoopSettings:
     amp: bool = False
     crop_padding: int = 0
     hflip: bool = False
+    mixup: float = 0.0
 
 
 class _Tapped:
@@ -104,6 +105,7 @@ class Distiller:
                      self.source.before_student_step(self.teacher, models, self.settings.batch_size, generator).items()})
         x, labels = self.source.next_batch(self.settings.batch_size, generator)
         x = augment_batch(x, self.settings.crop_padding, self.settings.hflip, generator)
+        x = mixup_images(x, self.settings.mixup, generator)
         with torch.no_grad(), self._autocast():
             t_logits, t_feats = self.teacher_tap(x)
         t_logits = t_logits.float()

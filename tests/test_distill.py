@@ -16,6 +16,7 @@ import torch
 from conftest import write_tensor_dataset
 from datafree_kd.checkpoint import load_model
 from datafree_kd.data import forbid_training_data, load_dataset
+from datafree_kd.data.augment import mixup_images
 from datafree_kd.distillation import DistillConfig, run_distillation
 from datafree_kd.ensemble import TeacherEnsemble
 from datafree_kd.errors import ConfigError, DatasetError
@@ -127,7 +128,8 @@ def test_confidence_weighting_prefers_the_sure_teacher():
 @pytest.mark.parametrize(
     "kw, message",
     [({"teacher": ""}, "no teacher"), ({"source": "online"}, "needs a target"), ({"source": "web"}, "unknown source"),
-     ({"steps": 0, "epochs": 0}, "steps > 0"), ({"objective": "kd=x"}, "not a number")],
+     ({"steps": 0, "epochs": 0}, "steps > 0"), ({"objective": "kd=x"}, "not a number"),
+     ({"mixup": -0.5}, "mixup must be >= 0")],
 )
 def test_bad_configs(toy_teacher, tmp_path, kw, message):
     data, teacher = toy_teacher
@@ -146,7 +148,7 @@ def _dfkd(out: Path, data: Path, teacher: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "datafree_kd.cli", "distill", "--teacher", str(teacher), "--student", "resnet8",
             "--source", "real", "--data-root", str(data), "--steps", "160", "--out", str(out),
             "batch_size=64", "checkpoint_every=20", "log_every=10", "latency_runs=0", "device=cpu",
-            "objective=kd=1,discriminator=0.1", *extra]
+            "objective=kd=1,discriminator=0.1", "mixup=0.5", *extra]
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
@@ -177,3 +179,17 @@ def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
     mb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "elapsed_s"} for l in lines]  # noqa: E731
     assert strip(ma) == strip(mb)
+
+
+def test_mixup_blends_pairs_reproducibly():
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert mixup_images(x, 0.0, torch.Generator().manual_seed(0)) is x
+    a = mixup_images(x, 1.0, torch.Generator().manual_seed(0))
+    b = mixup_images(x, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    assert not torch.equal(a, x)
+    # each blend is lam * own + (1 - lam) * other with lam >= 0.5: nearer its own image
+    flat_x, flat_a = x.flatten(1), a.flatten(1)
+    distances = torch.cdist(flat_a, flat_x)
+    own = distances.diagonal()
+    assert (own <= distances.min(dim=1).values + 1e-6).all()
