@@ -78,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--plan", required=True, help="YAML: rows: [{name, kind, method, options, distill}]")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0", help="comma-separated; a plan row's own `seeds` list wins")
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="runs/datafree")
@@ -95,7 +95,7 @@ def main() -> None:
         if only and row["name"] not in only:
             continue
         entry = {"kind": row["kind"], "method": row.get("method", "kd-real"), "options": row.get("options", {}),
-                 "runs": [run_row(row, args.teacher, seed, runs, args.threads) for seed in seeds]}
+                 "runs": [run_row(row, args.teacher, seed, runs, args.threads) for seed in row.get("seeds", seeds)]}
         if row.get("sizes"):
             entry["sizes"] = size_ablation(row, args.teacher, row["sizes"], runs, args.threads)
         # re-read before writing: several processes may fill different rows of one table
@@ -114,15 +114,16 @@ def render(summary: dict[str, Any], order: list[str] | None = None) -> str:
     teacher_acc = next((r["runs"][0]["teacher_accuracy"] for r in rows.values() if r["runs"]), float("nan"))
     lines = [f"Teacher `{summary['teacher']}`: test accuracy {teacher_acc:.4f}. Real test set, "
              "last-step accuracy; CPU min = process CPU time of synthesis + distillation.", "",
-             "| method | kind | test accuracy | / teacher | agreement | CPU min | seeds |", "|---|---|---|---|---|---|---|"]
+             "| method | kind | test accuracy | / teacher | agreement | CPU min (mean / max) | seeds |",
+             "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         accs = [r["test_accuracy"] for r in row["runs"]]
         m = statistics.mean(accs)
         s = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else ""
         agree = statistics.mean(r["agreement"] for r in row["runs"])
-        cpu = statistics.mean(r["cpu_minutes"] for r in row["runs"])
+        cpus = [r["cpu_minutes"] for r in row["runs"]]
         seeds = ",".join(str(r["seed"]) for r in row["runs"])
-        lines.append(f"| {name} | {row['kind']} | {m:.4f}{s} | {m / teacher_acc:.3f} | {agree:.4f} | {cpu:.1f} | {seeds} |")
+        lines.append(f"| {name} | {row['kind']} | {m:.4f}{s} | {m / teacher_acc:.3f} | {agree:.4f} | {statistics.mean(cpus):.1f} / {max(cpus):.1f} | {seeds} |")
     for name, row in rows.items():
         if row.get("sizes"):
             lines += ["", f"Transfer-set size ablation ({name}, nested prefixes of one set, seed 0, same steps):", "",

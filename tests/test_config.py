@@ -11,7 +11,8 @@ from datafree_kd.config import (
 )
 from datafree_kd.distillation import DistillConfig
 from datafree_kd.errors import ConfigError
-from datafree_kd.synthesis import SynthesizeConfig
+from datafree_kd.data.info import DatasetInfo
+from datafree_kd.synthesis import SynthesizeConfig, build_synthesizer
 from datafree_kd.teacher_training import TeacherTrainConfig, recipe_for
 
 CONFIG_CLASSES = [TeacherTrainConfig, EvaluateConfig, DistillConfig, SynthesizeConfig]
@@ -89,9 +90,16 @@ def test_recipes_are_valid_configs():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("**/*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     data = load_yaml(path)
-    if path.parent.name == "studies":  # a plan: every row's distillation settings must be valid
+    if path.parent.name == "studies":  # a plan: every row's distillation and synthesis settings must be valid
+        info = DatasetInfo("fashion-mnist", 10, 1, 28, (0.5,), (0.25,))
         for row in data["rows"]:
             config_from_dict(DistillConfig, {"teacher": "t.pt", "source": "online:noise", **row.get("distill", {})})
+            if row["kind"] == "materialising" and row["method"] != "auto":
+                build_synthesizer(row["method"], info, row.get("options", {}))
+            elif row["kind"] == "online":
+                from generators import SYNTHESIZERS
+
+                SYNTHESIZERS.get(row["method"])(info, **row.get("options", {}))
         return
     cls = {"teacher": TeacherTrainConfig, "evaluate": EvaluateConfig, "distill": DistillConfig,
            "synthesize": SynthesizeConfig}[path.parent.name]
