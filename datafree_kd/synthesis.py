@@ -24,7 +24,10 @@ from .runtime import resolve_device, seed_everything, set_threads
 from .teacher import load_teacher
 from .training import RuntimeSettings
 
-DEFAULT_METHOD = "dafl"
+#: ``auto``: the measured best materialising method for the teacher at hand
+#: (:func:`generators.default.choose_default`: ``fast`` for BatchNorm teachers, else ``dafl``).
+AUTO = "auto"
+DEFAULT_METHOD = AUTO
 
 
 @dataclass
@@ -69,6 +72,17 @@ def build_synthesizer(method: str, info: Any, options: dict[str, Any]) -> Any:
         raise ConfigError(f"bad options for synthesizer {method!r}: {exc}") from None
 
 
+def resolve_method(cfg: SynthesizeConfig, teacher: torch.nn.Module) -> tuple[str, dict[str, Any], str]:
+    """``(method, options, why)``: ``auto`` picks the measured default for this teacher."""
+    if cfg.method != AUTO:
+        return cfg.method, dict(cfg.options), "given"
+    from generators.default import choose_default
+
+    method, options, reason = choose_default(teacher, cfg.options)
+    print(f"method: {method} (auto: {reason})")
+    return method, options, f"auto: {reason}"
+
+
 def run_synthesis(cfg: SynthesizeConfig, out: str | Path) -> dict[str, Any]:
     """Write ``cfg.n`` synthetic images (+ teacher logits) to the transfer set in ``out``."""
     cfg.validate()
@@ -88,7 +102,8 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
             raise ConfigError("teacher_arch needs dataset= to describe the teacher's inputs")
         info = load_dataset(cfg.dataset, "test", cfg.data_root).info
     teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=info).to(device)
-    synthesizer = build_synthesizer(cfg.method, teacher.info, cfg.options)
+    method, options, choice = resolve_method(cfg, teacher.model)
+    synthesizer = build_synthesizer(method, teacher.info, options)
     set_path = run.path / "transfer_set"
     state_path = run.path / "synthesizer.pt"
     config = config_to_dict(cfg)
@@ -105,7 +120,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         print(f"resuming: {len(transfer)} of {cfg.n} images already written")
     else:
         run.write_config(cfg)
-        transfer = TransferSet.create(set_path, teacher.info, cfg.method, config, teacher.fingerprint,
+        transfer = TransferSet.create(set_path, teacher.info, method, {**config, "resolved_options": options}, teacher.fingerprint,
                                       cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
     fit_logs: dict[str, float] = {}
     if state_path.exists():
@@ -116,7 +131,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
         timings["fit_s"] += time.perf_counter() - began
         atomic_torch_save(synthesizer.state_dict(), state_path)
-        print(f"fitted {cfg.method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
+        print(f"fitted {method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
 
     began = time.perf_counter()
     index = len(transfer) // cfg.batch_size
@@ -139,6 +154,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     timings["cpu_s"] += time.process_time() - cpu_began
     preview = transfer.write_preview() if cfg.preview else None
     results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
+    results.update({"method": method, "options": options, "method_choice": choice})
     run.write_results(results)
     return results
 

@@ -1,10 +1,17 @@
-"""Robustness transfer on real data: a robust teacher distilled plainly, with ARD and with RSLAD.
+"""Robustness transfer: a robust teacher distilled plainly, with ARD and with RSLAD — on real data,
+and (rows marked data-free) on a synthetic transfer set made from the teacher alone.
 
 Every model (teacher and students) is evaluated clean and under PGD-20 on the full test set and
 under reference-strength AutoAttack on the first ``--aa-limit`` test images (AutoAttack on all 10k
 is hours of CPU; the limit is recorded). Writes ``OUT/summary.{json,md}``.
 
     python scripts/study_robust.py --teacher runs/teachers/fmnist-lenet5-pgd/model.pt --out results/robust
+
+Data-free rows need ``--transfer DIR`` (e.g. from ``dfkd synthesize --teacher T.pt``) and train
+for ``--df-steps`` steps with ``--df-mixup``:
+
+    python scripts/study_robust.py --teacher T.pt --transfer runs/robust-df2/set/transfer_set \
+        --only "ard (data-free),rslad (data-free)" --out results/robust
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ ROWS = {
     "kd (plain)": {"objective": "kd=1"},
     "ard": {"objective": "ard=1"},
     "rslad": {"objective": "rslad=1"},
+    "ard (data-free)": {"objective": "ard=1", "data_free": True},
+    "rslad (data-free)": {"objective": "rslad=1", "data_free": True},
 }
 
 
@@ -42,6 +51,9 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--aa-limit", type=int, default=300)
     parser.add_argument("--only", default="")
+    parser.add_argument("--transfer", default="", help="transfer set for the data-free rows (skipped without it)")
+    parser.add_argument("--df-steps", type=int, default=8000, help="distillation steps of the data-free rows")
+    parser.add_argument("--df-mixup", type=float, default=1.0, help="mixup alpha of the data-free rows")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="runs/robust")
     parser.add_argument("--out", default="results/robust")
@@ -49,17 +61,30 @@ def main() -> None:
     runs, out = Path(args.runs), Path(args.out)
     only = {s for s in args.only.split(",") if s}
     names = (["teacher"] if not only or "teacher" in only else []) + [n for n in ROWS if not only or n in only]
+    if not args.transfer:
+        skipped = [n for n in names if ROWS.get(n, {}).get("data_free")]
+        if skipped and only:
+            parser.error(f"{', '.join(skipped)} need --transfer DIR")
+        names = [n for n in names if n not in skipped]
     for name in names:
         if name == "teacher":
             figures = robust_figures(args.teacher, args.eps, args.aa_limit, runs / "teacher", args.threads)
         else:
-            term = ROWS[name]["objective"].split("=")[0]
+            row = dict(ROWS[name])
+            term = row["objective"].split("=")[0]
             options = {term: {"eps": args.eps}} if term in ("ard", "rslad") else {}
-            cfg = DistillConfig(teacher=args.teacher, student=args.student, source="real", epochs=args.epochs,
-                                latency_runs=0, threads=args.threads, term_options=options, **ROWS[name])
+            budget = {"source": "real", "epochs": args.epochs}
+            if row.pop("data_free", False):
+                budget = {"source": f"transfer:{args.transfer}", "steps": args.df_steps, "epochs": 0,
+                          "mixup": args.df_mixup}
+            cfg = DistillConfig(teacher=args.teacher, student=args.student, latency_runs=0, threads=args.threads,
+                                term_options=options, **budget, **row)
             r = run_distillation(cfg, runs / name)
             figures = robust_figures(str(runs / name / "model.pt"), args.eps, args.aa_limit, runs / name, args.threads)
             figures["train_time_s"] = r["train_time_s"]
+            figures["source"] = cfg.source
+            if cfg.data_free:
+                figures.update({"steps": cfg.steps, "mixup": cfg.mixup})
         path = out / "summary.json"
         summary = json.loads(path.read_text()) if path.exists() else {"rows": {}}
         summary.update({"teacher": args.teacher, "eps": args.eps, "student": args.student, "epochs": args.epochs})
@@ -71,7 +96,7 @@ def main() -> None:
 
 def render(summary: dict[str, Any]) -> str:
     lines = [f"Robust teacher `{summary['teacher']}`, student `{summary['student']}` ({summary['epochs']} epochs, "
-             f"real data), L∞ eps {summary['eps']}. Clean and PGD-20 on the full test set; AutoAttack "
+             f"real data unless marked data-free), L∞ eps {summary['eps']}. Clean and PGD-20 on the full test set; AutoAttack "
              "(reference strength) and PGD-20 on the first N test images.", "",
              "| model | clean | PGD-20 | PGD-20 (first N) | AutoAttack (first N) | N |", "|---|---|---|---|---|---|"]
     order = ["teacher"] + list(ROWS)

@@ -133,3 +133,30 @@ def test_rerun_of_a_complete_set_with_a_partial_last_batch_is_a_no_op(toy, blobs
     again = run_synthesis(_cfg(teacher, n=100, batch_size=32, shard_size=64), tmp_path / "s")
     assert again["count"] == 100
     assert torch.equal(TransferSet.open(tmp_path / "s" / "transfer_set").load().images, before)
+
+
+def test_default_method_depends_on_batchnorm():
+    from conftest import fitted_bn_lenet
+    from datafree_kd.models import create_model
+    from generators.default import DEFAULTS, choose_default
+
+    method, options, reason = choose_default(fitted_bn_lenet())
+    assert method == "fast" and options == DEFAULTS["batchnorm"].options and "BatchNorm" in reason
+    method, options, _ = choose_default(create_model("lenet5", 10, 1, 28), {"fit_steps": 3})
+    assert method == "dafl" and options["fit_steps"] == 3 and options["lr"] == DEFAULTS["plain"].options["lr"]
+    for choice in DEFAULTS.values():  # every default is a registered materialising method
+        assert not getattr(SYNTHESIZERS.get(choice.method), "online", False)
+
+
+def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path):
+    _, teacher = toy  # a plain lenet5: no BatchNorm, so the default is dafl
+    cfg = SynthesizeConfig(teacher=str(teacher), n=64, batch_size=32, shard_size=64, device="cpu",
+                           options={"fit_steps": 2, "base_channels": 8})
+    assert cfg.method == "auto"
+    results = run_synthesis(cfg, tmp_path / "auto")
+    transfer = TransferSet.open(tmp_path / "auto" / "transfer_set")
+    assert results["method"] == transfer.meta["synthesizer"] == "dafl"
+    assert results["options"]["fit_steps"] == 2 and results["options"]["lr"] == 0.02
+    assert results["method_choice"].startswith("auto:") and len(transfer) == 64
+    again = run_synthesis(cfg, tmp_path / "auto")  # a re-run resumes the same set, nothing new
+    assert again["count"] == 64

@@ -1,0 +1,46 @@
+"""Which materialising method ``dfkd synthesize`` uses when no ``--method`` is given.
+
+The choice depends on the teacher, because the strongest methods read the teacher's BatchNorm
+statistics and a teacher without BatchNorm offers none:
+
+* teacher with BatchNorm layers -> ``fast`` (Fast-DFKD-style meta-generator with BN matching);
+* teacher without               -> ``dafl`` (needs only the teacher's outputs and features).
+
+Each comes with the options that measured best per CPU-minute on Fashion-MNIST (README,
+``results/datafree-lenet5*``); explicit ``options`` override them key by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+#: Measured defaults (see the module docstring); the keys name the teacher kind.
+DEFAULTS: dict[str, DefaultChoice] = {
+    "batchnorm": DefaultChoice("fast", {"fit_rounds": 200}, "the teacher has BatchNorm layers"),
+    "plain": DefaultChoice("dafl", {"fit_steps": 800, "batch_size": 256, "lr": 0.02},
+                           "the teacher has no BatchNorm layers to match"),
+}
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], str]:
+    """``(method, options, reason)`` for this teacher; ``options`` given by the user win."""
+    choice = DEFAULTS["batchnorm" if has_batchnorm(teacher) else "plain"]
+    return choice.method, {**choice.options, **(options or {})}, choice.reason
