@@ -7,7 +7,11 @@ statistics and a teacher without BatchNorm offers none:
 * teacher without               -> ``dafl`` (needs only the teacher's outputs and features).
 
 Each comes with the options that measured best per CPU-minute on Fashion-MNIST (README,
-``results/datafree-lenet5*``); explicit ``options`` override them key by key.
+``results/datafree-lenet5*``); explicit ``options`` override them key by key. Measured on the
+``lenet5_bn`` teacher (0.9204) -> ``lenet5_half``, 20k images, 200 epochs of kd with mixup, seed 0,
+1 torch thread: ``fast`` (200 meta rounds) 0.8342 in 12.0 CPU-min, ``deepinversion`` (100
+iterations) 0.8082 in 13.1, ``dafl`` 0.4942 in 13.2 — DAFL's losses ignore the BN statistics
+that the other two match. On the plain ``lenet5`` teacher only ``dafl`` applies (0.8215).
 """
 
 from __future__ import annotations
