@@ -29,6 +29,7 @@ ROWS = {
     "kd (plain)": {"objective": "kd=1"},
     "ard": {"objective": "ard=1"},
     "rslad": {"objective": "rslad=1"},
+    "iad": {"objective": "iad=1"},
     "ard (data-free)": {"objective": "ard=1", "data_free": True},
     "rslad (data-free)": {"objective": "rslad=1", "data_free": True},
 }
@@ -72,7 +73,7 @@ def main() -> None:
         else:
             row = dict(ROWS[name])
             term = row["objective"].split("=")[0]
-            options = {term: {"eps": args.eps}} if term in ("ard", "rslad") else {}
+            options = {term: {"eps": args.eps}} if term in ("ard", "rslad", "iad") else {}
             budget = {"source": "real", "epochs": args.epochs}
             if row.pop("data_free", False):
                 budget = {"source": f"transfer:{args.transfer}", "steps": args.df_steps, "epochs": 0,
