@@ -120,8 +120,8 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         print(f"resuming: {len(transfer)} of {cfg.n} images already written")
     else:
         run.write_config(cfg)
-        transfer = TransferSet.create(set_path, teacher.info, method, {**config, "resolved_options": options}, teacher.fingerprint,
-                                      cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
+        transfer = TransferSet.create(set_path, teacher.info, method, {**config, "resolved_options": options},
+                                      teacher.fingerprint, cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
     fit_logs: dict[str, float] = {}
     if state_path.exists():
         synthesizer.load_state_dict(read_checkpoint(state_path))
@@ -154,7 +154,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     timings["cpu_s"] += time.process_time() - cpu_began
     preview = transfer.write_preview() if cfg.preview else None
     results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
-    results.update({"method": method, "options": options, "method_choice": choice})
+    results.update({"options": options, "method_choice": choice})
     run.write_results(results)
     return results
 
@@ -179,7 +179,7 @@ def _summarise(transfer: Any, cfg: SynthesizeConfig, fingerprint: str, timings: 
     entropy = -(share[share > 0] * share[share > 0].log()).sum().item()
     return {
         "kind": "synthesis",
-        "method": cfg.method,
+        "method": transfer.meta["synthesizer"],
         "count": len(transfer),
         "path": str(transfer.path),
         "teacher_fingerprint": fingerprint,

@@ -3,8 +3,9 @@
 The choice depends on the teacher, because the strongest methods read the teacher's BatchNorm
 statistics and a teacher without BatchNorm offers none:
 
-* teacher with BatchNorm layers -> ``fast`` (Fast-DFKD-style meta-generator with BN matching);
-* teacher without               -> ``dafl`` (needs only the teacher's outputs and features).
+* teacher with BatchNorm2d layers (running statistics) -> ``fast`` (Fast-DFKD-style
+  meta-generator matching those statistics);
+* teacher without -> ``dafl`` (needs only the teacher's outputs and features).
 
 Each comes with the options that measured best per CPU-minute on Fashion-MNIST (README,
 ``results/datafree-lenet5*``); explicit ``options`` override them key by key. Measured on the
@@ -20,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-AUTO = "auto"
+from .bn_hooks import batchnorm_layers
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,8 @@ DEFAULTS: dict[str, DefaultChoice] = {
 }
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in model.modules())
-
-
 def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], str]:
     """``(method, options, reason)`` for this teacher; ``options`` given by the user win."""
-    choice = DEFAULTS["batchnorm" if has_batchnorm(teacher) else "plain"]
+    # the BN layers fast matches by default (BatchNorm2d with running statistics)
+    choice = DEFAULTS["batchnorm" if batchnorm_layers(teacher) else "plain"]
     return choice.method, {**choice.options, **(options or {})}, choice.reason
