@@ -1,0 +1,75 @@
+"""scripts/explore_transfer_sets.py: the set variants behind the closing-the-gap exploration."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_tensor_dataset
+from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+from datafree_kd.teacher import load_teacher
+from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
+from datafree_kd.transfer_set import TransferSet
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "explore_transfer_sets.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("explore_transfer_sets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    """A BN teacher on toy data and a finished 64-image `fast` synthesis from it."""
+    root = tmp_path_factory.mktemp("explore")
+    data = write_tensor_dataset(root / "toy", n_train=128, n_test=32)
+    train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch="lenet5_bn", epochs=1,
+                                     batch_size=32, hflip=False, crop_padding=0, latency_runs=0, device="cpu"),
+                  root / "teacher")
+    teacher = root / "teacher" / "model.pt"
+    cfg = SynthesizeConfig(teacher=str(teacher), method="fast", n=64, batch_size=32, shard_size=64,
+                           device="cpu", options={"fit_rounds": 2, "base_channels": 8, "latent_dim": 16})
+    run_synthesis(cfg, root / "set")
+    return teacher, root / "set"
+
+
+def _run(argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["explore_transfer_sets.py", *argv])
+    _script().main()
+
+
+def test_combine_and_balance_keep_images_and_logits(fast_run, tmp_path, monkeypatch):
+    _, run = fast_run
+    source = TransferSet.open(run / "transfer_set")
+    _run(["combine", "--out", str(tmp_path / "c"), f"{source.path}:40", f"{source.path}:10"], monkeypatch)
+    combined = TransferSet.open(tmp_path / "c")
+    assert len(combined) == 50
+    assert torch.equal(combined.load().images[:40], source.load(40).images)
+    assert torch.equal(combined.load().images[40:], source.load(10).images)
+    assert torch.equal(combined.load_logits()[:40], source.load_logits(40))
+
+    _run(["balance", "--per", "3", "--out", str(tmp_path / "b"), str(source.path)], monkeypatch)
+    balanced = TransferSet.open(tmp_path / "b")
+    counts = torch.bincount(balanced.load_logits().argmax(1), minlength=10)
+    available = torch.bincount(source.load_logits().argmax(1), minlength=10)
+    assert torch.equal(counts, available.clamp(max=3))
+
+
+def test_regenerate_labels_new_images_with_the_teacher(fast_run, tmp_path, monkeypatch):
+    teacher_path, run = fast_run
+    _run(["regenerate", "--teacher", str(teacher_path), "--run", str(run), "--n", "20",
+          "--keep", f"{run / 'transfer_set'}:8", "--option", "inner_steps=2", "--out", str(tmp_path / "r")],
+         monkeypatch)
+    made = TransferSet.open(tmp_path / "r")
+    assert len(made) == 28 and made.meta["synthesizer_config"]["options"]["inner_steps"] == 2
+    x = made.load().images[8:].float().div(255)
+    with torch.no_grad():
+        expected = load_teacher(teacher_path)(x).float()
+    assert torch.allclose(made.load_logits()[8:], expected, atol=1e-4)
