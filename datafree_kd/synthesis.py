@@ -60,6 +60,18 @@ def batch_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index * 7_919 + 17) % (2**63 - 1)
 
 
+def label_stored_pixels(teacher: Any, images: torch.Tensor, dtype: str, device: torch.device
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, teacher logits) for a generated batch, the logits taken on exactly the pixels a
+    ``dtype`` transfer set will store (uint8 rounding changes the teacher's answer slightly)."""
+    images = images.detach().clamp(0, 1)
+    if dtype == "uint8":
+        images = images.mul(255).round().div(255)
+    with torch.no_grad():
+        logits = teacher(images.to(device)).float().cpu()
+    return images.cpu(), logits
+
+
 def build_synthesizer(method: str, info: Any, options: dict[str, Any]) -> Any:
     from generators import SYNTHESIZERS
 
@@ -140,12 +152,9 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     while len(transfer) + transfer.pending < cfg.n:
         size = min(cfg.batch_size, cfg.n - len(transfer) - transfer.pending)
         generator = torch.Generator().manual_seed(batch_seed(cfg.seed, index))
-        images = synthesizer.generate(teacher.model, size, generator, device).detach().clamp(0, 1)
-        if cfg.dtype == "uint8":  # label exactly the pixels that will be stored
-            images = images.mul(255).round().div(255)
-        with torch.no_grad():
-            logits = teacher(images.to(device)).float().cpu()
-        transfer.append(images.cpu(), logits, None)  # full shards reach the disk as they fill
+        images, logits = label_stored_pixels(teacher, synthesizer.generate(teacher.model, size, generator, device),
+                                             cfg.dtype, device)
+        transfer.append(images, logits, None)  # full shards reach the disk as they fill
         index += 1
         written = len(transfer) + transfer.pending
         print(f"{written}/{cfg.n} images ({time.perf_counter() - began:.0f}s)", flush=True)

@@ -17,6 +17,7 @@ on exactly the stored uint8 pixels, like ``dfkd synthesize``).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,9 @@ import torch
 
 from datafree_kd.checkpoint import load_model, read_checkpoint
 from datafree_kd.config import parse_overrides
-from datafree_kd.synthesis import batch_seed
+from datafree_kd.errors import ConfigError, DfkdError
+from datafree_kd.runtime import resolve_device
+from datafree_kd.synthesis import batch_seed, label_stored_pixels
 from datafree_kd.teacher import load_teacher
 from datafree_kd.transfer_set import TransferSet
 from generators.fast import FastMeta
@@ -36,11 +39,19 @@ def _sized(spec: str) -> tuple[TransferSet, int]:
     if not n.isdigit():
         path, n = spec, ""
     source = TransferSet.open(path)
-    return source, int(n) if n else len(source)
+    return source, len(source.subset(int(n))) if n else len(source)  # subset checks N against the set
 
 
-def _new_set(out: str, like: TransferSet, how: str, config: dict) -> TransferSet:
-    return TransferSet.create(out, like.info, how, config, like.meta["teacher_fingerprint"], 0, shard_size=5120)
+def _one_teacher(sets: list[TransferSet], fingerprint: str | None = None) -> str:
+    """The teacher fingerprint all ``sets`` share: logits from different teachers must not mix."""
+    prints = {s.meta["teacher_fingerprint"] for s in sets} | ({fingerprint} if fingerprint else set())
+    if len(prints) != 1:
+        raise ConfigError(f"the sets were labelled by different teachers (fingerprints {sorted(prints)})")
+    return prints.pop()
+
+
+def _new_set(out: str, like: TransferSet, how: str, config: dict, fingerprint: str) -> TransferSet:
+    return TransferSet.create(out, like.info, how, config, fingerprint, 0, shard_size=5120)
 
 
 def _append(dst: TransferSet, images: torch.Tensor, logits: torch.Tensor) -> None:
@@ -49,55 +60,56 @@ def _append(dst: TransferSet, images: torch.Tensor, logits: torch.Tensor) -> Non
 
 def combine(args: argparse.Namespace) -> TransferSet:
     parts = [_sized(spec) for spec in args.sets]
-    dst = _new_set(args.out, parts[0][0], "combined", {"parts": args.sets})
+    fingerprint = _one_teacher([source for source, _ in parts])
+    dst = _new_set(args.out, parts[0][0], "combined", {"parts": args.sets}, fingerprint)
     for source, n in parts:
         _append(dst, source.load(n).images, source.load_logits(n))
     return dst
 
 
 def balance(args: argparse.Namespace) -> TransferSet:
+    if args.per < 1:
+        raise ConfigError(f"--per must be >= 1, got {args.per}")
     sources = [_sized(spec) for spec in args.sets]
+    fingerprint = _one_teacher([s for s, _ in sources])
     images = torch.cat([s.load(n).images for s, n in sources])
     logits = torch.cat([s.load_logits(n) for s, n in sources])
     labels = logits.argmax(1)
     keep = torch.cat([torch.nonzero(labels == c).flatten()[: args.per] for c in range(logits.shape[1])])
     keep = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))]
-    dst = _new_set(args.out, sources[0][0], "balanced", {"sets": args.sets, "per_class": args.per})
+    dst = _new_set(args.out, sources[0][0], "balanced", {"sets": args.sets, "per_class": args.per}, fingerprint)
     _append(dst, images[keep], logits[keep])
     return dst
 
 
 def regenerate(args: argparse.Namespace) -> TransferSet:
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    device = resolve_device("auto")
     teacher = load_teacher(args.teacher)
-    proxy = load_model(args.proxy).model.eval() if args.proxy else None
-    if proxy is not None:
-        proxy.requires_grad_(False)
+    teacher.model.to(device)
+    proxy = load_model(args.proxy).model.eval().requires_grad_(False).to(device) if args.proxy else None
     run = Path(args.run)
-    meta = TransferSet.open(run / "transfer_set").meta
-    if meta["synthesizer"] != "fast" or not (run / "synthesizer.pt").is_file():
-        raise SystemExit(f"{run} is not the output directory of a `fast` synthesis")
-    fitted = meta["synthesizer_config"]
+    fitted = TransferSet.open(run / "transfer_set")
+    if fitted.meta["synthesizer"] != "fast" or not (run / "synthesizer.pt").is_file():
+        raise ConfigError("not the output directory of a finished `fast` synthesis", run)
+    kept, n_kept = _sized(args.keep) if args.keep else (fitted, 0)
+    fingerprint = _one_teacher([fitted, kept], teacher.fingerprint)
     # the fitted generator's shape comes from the run's own options; --option changes the rounds
-    options = {**fitted.get("resolved_options", {}), **parse_overrides(args.option)}
+    options = {**fitted.meta["synthesizer_config"].get("resolved_options", {}), **parse_overrides(args.option)}
     synthesizer = FastMeta(teacher.info, student=proxy, **options)
     synthesizer.load_state_dict(read_checkpoint(run / "synthesizer.pt"))
     # the adversarial term waits for `warmup` meta rounds; a fitted state has had fit_rounds of them
     synthesizer.rounds.clamp_(min=synthesizer.settings.warmup)
     config = {"run": args.run, "options": options, "proxy": args.proxy, "keep": args.keep}
-    if args.keep:
-        kept, n_kept = _sized(args.keep)
-        dst = _new_set(args.out, kept, "fast-variant", config)
+    dst = _new_set(args.out, fitted, "fast-variant", config, fingerprint)
+    if n_kept:
         _append(dst, kept.load(n_kept).images, kept.load_logits(n_kept))
-    else:
-        dst = TransferSet.create(args.out, teacher.info, "fast-variant", config, teacher.fingerprint, 0, shard_size=5120)
-    device = torch.device("cpu")
     made, index = 0, 0
     while made < args.n:
         generator = torch.Generator().manual_seed(batch_seed(args.seed, index))
-        images = synthesizer.generate(teacher.model, min(256, args.n - made), generator, device)
-        images = images.detach().clamp(0, 1).mul(255).round().div(255)
-        with torch.no_grad():
-            logits = teacher(images).float()
+        batch = synthesizer.generate(teacher.model, min(256, args.n - made), generator, device)
+        images, logits = label_stored_pixels(teacher, batch, "uint8", device)
         dst.append(images, logits, None)
         made, index = made + len(images), index + 1
     return dst
@@ -126,8 +138,11 @@ def main() -> None:
         sub.choices[name].add_argument("--out", required=True)
     args = parser.parse_args()
     began = time.process_time()
-    dst = args.action(args)
-    dst.flush()
+    try:
+        dst = args.action(args)
+        dst.flush()
+    except DfkdError as exc:
+        sys.exit(f"explore_transfer_sets: error: {exc}")
     print(f"{len(dst)} images in {Path(args.out)}; {(time.process_time() - began) / 60:.2f} CPU min")
 
 

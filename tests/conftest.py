@@ -25,6 +25,16 @@ def write_tensor_dataset(root: Path, n_train: int = 96, n_test: int = 40, classe
     return root
 
 
+def train_toy_teacher(root: Path, arch: str = "lenet5", n_train: int = 256, n_test: int = 64) -> tuple[Path, Path]:
+    """(data, model.pt): a one-epoch teacher on the toy tensors problem, for synthesis tests."""
+    from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
+
+    data = write_tensor_dataset(root / "toy", n_train=n_train, n_test=n_test)
+    train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch=arch, epochs=1, batch_size=32,
+                                     hflip=False, crop_padding=0, latency_runs=0, device="cpu"), root / "teacher")
+    return data, root / "teacher" / "model.pt"
+
+
 @pytest.fixture
 def tensor_data(tmp_path: Path) -> Path:
     return write_tensor_dataset(tmp_path / "toy")

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_tensor_dataset
+from conftest import train_toy_teacher
 from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
 from datafree_kd.teacher import load_teacher
-from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
 from datafree_kd.transfer_set import TransferSet
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "explore_transfer_sets.py"
@@ -29,11 +28,7 @@ def _script():
 def fast_run(tmp_path_factory):
     """A BN teacher on toy data and a finished 64-image `fast` synthesis from it."""
     root = tmp_path_factory.mktemp("explore")
-    data = write_tensor_dataset(root / "toy", n_train=128, n_test=32)
-    train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch="lenet5_bn", epochs=1,
-                                     batch_size=32, hflip=False, crop_padding=0, latency_runs=0, device="cpu"),
-                  root / "teacher")
-    teacher = root / "teacher" / "model.pt"
+    _, teacher = train_toy_teacher(root, arch="lenet5_bn", n_train=128, n_test=32)
     cfg = SynthesizeConfig(teacher=str(teacher), method="fast", n=64, batch_size=32, shard_size=64,
                            device="cpu", options={"fit_rounds": 2, "base_channels": 8, "latent_dim": 16})
     run_synthesis(cfg, root / "set")
@@ -73,3 +68,29 @@ def test_regenerate_labels_new_images_with_the_teacher(fast_run, tmp_path, monke
     with torch.no_grad():
         expected = load_teacher(teacher_path)(x).float()
     assert torch.allclose(made.load_logits()[8:], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["combine", "--out", "{tmp}/x", "{set}:999"], "holds only 64"),
+    (["combine", "--out", "{tmp}/x", "{tmp}/missing"], "missing"),
+    (["balance", "--per", "0", "--out", "{tmp}/x", "{set}"], "--per must be >= 1"),
+    (["regenerate", "--teacher", "{teacher}", "--run", "{tmp}", "--n", "4", "--out", "{tmp}/x"], "transfer_set"),
+])
+def test_bad_input_is_a_one_line_error(fast_run, tmp_path, monkeypatch, capsys, argv, message):
+    teacher, run = fast_run
+    argv = [a.format(tmp=tmp_path, set=run / "transfer_set", teacher=teacher) for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        _run(argv, monkeypatch)
+    text = str(exc.value.code)
+    assert text.startswith("explore_transfer_sets: error:") and message in text and "\n" not in text
+
+
+def test_sets_from_different_teachers_are_not_mixed(fast_run, tmp_path, monkeypatch):
+    _, run = fast_run
+    other = tmp_path / "other"
+    source = TransferSet.open(run / "transfer_set")
+    foreign = TransferSet.create(other, source.info, "copy", {}, "another-teacher", 0)
+    foreign.append(source.load(4).images.float().div(255), source.load_logits(4), None)
+    foreign.flush()
+    with pytest.raises(SystemExit, match="different teachers"):
+        _run(["combine", "--out", str(tmp_path / "x"), str(run / "transfer_set"), str(other)], monkeypatch)

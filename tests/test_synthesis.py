@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 
-from conftest import write_tensor_dataset
+from conftest import train_toy_teacher
 from datafree_kd.distillation import DistillConfig, run_distillation
 from datafree_kd.errors import ConfigError, DatasetError
 from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
 from datafree_kd.teacher import load_teacher
-from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
 from datafree_kd.transfer_set import TransferSet
 from generators import SYNTHESIZERS, MaterializingSynthesizer
 
@@ -43,12 +42,7 @@ def blobs(monkeypatch):
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    data = write_tensor_dataset(root / "toy", n_train=256, n_test=64)
-    train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch="lenet5", epochs=1,
-                                     batch_size=32, hflip=False, crop_padding=0, latency_runs=0, device="cpu"),
-                  root / "teacher")
-    return data, root / "teacher" / "model.pt"
+    return train_toy_teacher(tmp_path_factory.mktemp("synth"))
 
 
 def _cfg(teacher, **kw):
