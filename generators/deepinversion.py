@@ -112,6 +112,19 @@ def image_prior_losses(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tv_l1, tv_l2  # type: ignore[return-value]
 
 
+def add_image_priors(terms: dict[str, torch.Tensor], x: torch.Tensor, settings: "PriorSettings") -> torch.Tensor:
+    """The weighted TV and L2 image priors that ``settings`` switches on (0 when all are off);
+    each active term is also recorded in ``terms`` for logging."""
+    total = x.new_zeros(())
+    if settings.tv_l1 > 0 or settings.tv_l2 > 0:
+        terms["tv_l1"], terms["tv_l2"] = image_prior_losses(x)
+        total = total + settings.tv_l1 * terms["tv_l1"] + settings.tv_l2 * terms["tv_l2"]
+    if settings.l2 > 0:
+        terms["l2"] = x.flatten(1).pow(2).sum(1).mean()
+        total = total + settings.l2 * terms["l2"]
+    return total
+
+
 def competition_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
     """ADI's ``1 - JS(teacher || student)``, JS in bits: 1 when they agree, 0 when disjoint."""
     p = F.softmax(teacher_logits.float() / temperature, dim=1)
@@ -176,6 +189,9 @@ class PriorSettings:
     jitter: int = 2
     flip: bool = True
     targets: str = "balanced"
+    tv_l2: float = 0.0
+    tv_l1: float = 0.0
+    l2: float = 0.0
 
     def _check_priors(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -187,6 +203,9 @@ class PriorSettings:
             raise ConfigError(f"jitter must be >= 0, got {self.jitter}")
         if self.first_bn_multiplier < 0:
             raise ConfigError(f"first_bn_multiplier must be >= 0, got {self.first_bn_multiplier}")
+        for name in ("tv_l2", "tv_l1", "l2"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -205,9 +224,7 @@ class InversionSettings(PriorSettings):
     param: str = "clamp"
     ce_weight: float = 1.0
     bn_weight: float = 10.0
-    tv_l2: float = 1e-3
-    tv_l1: float = 0.0
-    l2: float = 0.0
+    tv_l2: float = 1e-3  # DeepInversion's own default; the shared prior default is 0
     competition_weight: float = 0.0
     temperature: float = 3.0
 
@@ -221,7 +238,7 @@ class InversionSettings(PriorSettings):
             raise ConfigError(f"param must be one of {PARAMETRISATIONS}, got {self.param!r}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
-        weights = ("ce_weight", "bn_weight", "tv_l2", "tv_l1", "l2", "competition_weight")
+        weights = ("ce_weight", "bn_weight", "competition_weight")
         for name in weights:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -266,12 +283,7 @@ def inversion_objective(
     logits = teacher(x_aug)
     terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(logits.float(), targets), "bn": bn.loss()}
     total = settings.ce_weight * terms["ce"] + settings.bn_weight * terms["bn"]
-    if settings.tv_l1 > 0 or settings.tv_l2 > 0:
-        terms["tv_l1"], terms["tv_l2"] = image_prior_losses(x_aug)
-        total = total + settings.tv_l1 * terms["tv_l1"] + settings.tv_l2 * terms["tv_l2"]
-    if settings.l2 > 0:
-        terms["l2"] = x_aug.flatten(1).pow(2).sum(1).mean()
-        total = total + settings.l2 * terms["l2"]
+    total = total + add_image_priors(terms, x_aug, settings)
     if settings.competition_weight > 0 and students:
         terms["competition"] = torch.stack(
             [competition_loss(logits, s(x_aug), settings.temperature) for s in students]

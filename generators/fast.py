@@ -22,7 +22,8 @@ stays flat over rounds; with ``meta_lr=0.5`` it halves within a dozen rounds (se
 
     loss = ce_weight * CE(t(aug(G'(z))), y) + bn_weight * R_BN + adv_weight * L_adv
 
-minimised for ``inner_steps`` steps of one Adam over ``G'`` (``lr_g``) and ``z`` (``lr_z``); the
+(plus DeepInversion's TV/L2 image priors when ``tv_l1``, ``tv_l2`` or ``l2`` is set; all 0 by
+default, as in the official code) minimised for ``inner_steps`` steps of one Adam over ``G'`` (``lr_g``) and ``z`` (``lr_z``); the
 batch is ``G'(z)`` after the last step. ``R_BN`` is DeepInversion's BN-statistics loss with
 Fast-DFKD's ``bn_mmt``: the statistics compared with the running ones are
 ``(1 - m) * batch + m * history`` where ``history`` is a moving average over previous rounds
@@ -82,6 +83,7 @@ from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, Stats, as_module, batch
 from .deepinversion import (
     ImagePool,
     InversionResult,
+    add_image_priors,
     PriorSettings,
     _StudentHolder,
     eval_mode,
@@ -189,7 +191,7 @@ class _FastCore(nn.Module):
         x = jitter_flip(images, s.jitter, s.flip, generator)
         t_logits = teacher(x)
         terms = {"ce": F.cross_entropy(t_logits.float(), targets), "bn": bn.loss()}
-        total = s.ce_weight * terms["ce"] + s.bn_weight * terms["bn"]
+        total = s.ce_weight * terms["ce"] + s.bn_weight * terms["bn"] + add_image_priors(terms, x, s)
         if s.adv_weight > 0 and students:
             terms["adv"] = torch.stack([decision_adversarial_loss(t_logits, st(x)) for st in students]).mean()
             total = total + s.adv_weight * terms["adv"]

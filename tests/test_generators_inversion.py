@@ -26,6 +26,7 @@ from generators.deepinversion import (
     AdaptiveDeepInversion,
     DeepInversion,
     competition_loss,
+    image_prior_losses,
     jitter_flip,
     make_targets,
 )
@@ -227,6 +228,8 @@ def test_bad_options_are_reported():
         FastMeta(INFO, meta_lr=2.0)
     with pytest.raises(TypeError, match="nonsense"):
         SYNTHESIZERS.get("fast-online")(INFO, nonsense=1)
+    with pytest.raises(ConfigError, match="tv_l1"):
+        FastMeta(INFO, tv_l1=-1.0)
 
 
 # --------------------------------------------------------------------------- Adaptive DeepInversion
@@ -290,6 +293,20 @@ def test_fast_meta_initialisation_moves_and_learning_helps(teacher):
     _, control = fast_losses(teacher, meta_lr=0.0)
     control_ratio = (sum(control[-3:]) / 3) / (sum(control[:3]) / 3)
     assert ratio < 0.8 and control_ratio > 0.9, (losses, control)
+    assert no_grads(teacher) and hooks_left(teacher) == 0
+
+
+def test_fast_image_priors_are_logged_and_smooth_the_images(teacher):
+    def tv_after(**priors: float) -> tuple[float, dict[str, float]]:
+        synth = FastMeta(INFO, fit_rounds=0, inner_steps=8, lr_g=1e-2, **TINY_GEN, **priors)
+        synth.fit(teacher, torch.Generator().manual_seed(0), CPU)
+        result = synth.run_round(teacher, 32, torch.Generator().manual_seed(1), meta_update=False)
+        return image_prior_losses(result.images)[0].item(), result.history[-1]
+
+    plain_tv, plain_log = tv_after()
+    smooth_tv, smooth_log = tv_after(tv_l1=5.0)
+    assert "tv_l1" not in plain_log and "tv_l1" in smooth_log
+    assert smooth_tv < plain_tv
     assert no_grads(teacher) and hooks_left(teacher) == 0
 
 
