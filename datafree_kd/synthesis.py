@@ -128,7 +128,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
 
     if (set_path / "meta.json").exists():
         transfer = TransferSet.open(set_path)
-        _check_resumable(transfer.meta, cfg, teacher.fingerprint, set_path)
+        _check_resumable(transfer.meta, cfg, method, options, teacher.fingerprint, set_path)
         print(f"resuming: {len(transfer)} of {cfg.n} images already written")
     else:
         run.write_config(cfg)
@@ -168,11 +168,21 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     return results
 
 
-def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, fingerprint: str, path: Path) -> None:
+def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, method: str, options: dict[str, Any],
+                     fingerprint: str, path: Path) -> None:
+    """Refuse to add to a set whose images came from another synthesizer, options, seed or teacher.
+
+    Compared is what determines the images -- the *resolved* method and options -- not how they
+    were spelt: ``auto`` and the method it resolves to match, and a set made under an earlier
+    default is not silently continued after that default changed.
+    """
     saved = meta.get("synthesizer_config", {})
     current = config_to_dict(cfg)
-    keys = ("method", "options", "batch_size", "dtype", "seed")
-    changed = [k for k in keys if saved.get(k) != current.get(k)]
+    changed = [k for k in ("batch_size", "dtype", "seed") if saved.get(k) != current.get(k)]
+    if meta.get("synthesizer") != method:
+        changed.append("method")
+    if saved.get("resolved_options", saved.get("options")) != options:
+        changed.append("options")
     if changed or meta.get("teacher_fingerprint") != fingerprint:
         what = ", ".join(changed) or "teacher"
         raise ConfigError(f"an existing transfer set was made with a different {what}; use a new --out", path)

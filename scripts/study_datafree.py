@@ -33,6 +33,7 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
     distill = {"teacher": teacher, "seed": seed, "latency_runs": 0, "threads": threads, **row.get("distill", {})}
     began, cpu_began = time.perf_counter(), time.process_time()
     synth_s = 0.0
+    resolved: dict[str, Any] | None = None
     if row["kind"] == "materialising":
         synth = SynthesizeConfig(teacher=teacher, method=row["method"], options=row.get("options", {}),
                                  n=row.get("n", 20000), seed=seed, threads=threads, preview=True,
@@ -40,6 +41,7 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
         out = runs / f"{name}-s{seed}-set"
         synth_cpu_before = time.process_time()
         synth_results = run_synthesis(synth, out)
+        resolved = {"method": synth_results["method"], "options": synth_results.get("options", {})}
         synth_s = time.perf_counter() - began
         # a re-run reuses a finished set: count the CPU time recorded when it was made instead
         cpu_began -= synth_results.get("cpu_time_s", 0.0) - (time.process_time() - synth_cpu_before)
@@ -55,7 +57,20 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
     cpu_minutes = (time.process_time() - cpu_began) / 60
     return {"seed": seed, "test_accuracy": results["test_accuracy"], "agreement": results["agreement"],
             "teacher_accuracy": results["teacher_accuracy"], "synthesis_s": synth_s,
-            "cpu_minutes": cpu_minutes, "wall_s": total_s, "threads": torch.get_num_threads()}
+            "cpu_minutes": cpu_minutes, "wall_s": total_s, "threads": torch.get_num_threads(),
+            "resolved": resolved}
+
+
+def merge_runs(old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's runs after this invocation: its new seeds, plus earlier seeds of the *same*
+    configuration (kind, method, options and resolved synthesizer), so seeds can be run by
+    separate processes. Runs of another configuration -- e.g. made before a default changed --
+    are dropped rather than averaged with the new ones."""
+    fresh = {r["seed"] for r in new["runs"]}
+    resolved = {repr(r.get("resolved")) for r in new["runs"]}
+    same = old is not None and all(old.get(k) == new.get(k) for k in ("kind", "method", "options"))
+    kept = [r for r in (old or {}).get("runs", []) if same and r["seed"] not in fresh and repr(r.get("resolved")) in resolved]
+    return sorted(kept + new["runs"], key=lambda r: r["seed"])
 
 
 def size_ablation(row: dict[str, Any], teacher: str, sizes: list[int], runs: Path, threads: int) -> list[dict]:
@@ -78,7 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--plan", required=True, help="YAML: rows: [{name, kind, method, options, distill}]")
-    parser.add_argument("--seeds", default="0", help="comma-separated; a plan row's own `seeds` list wins")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated; overrides the rows' own `seeds` lists (default: those, else 0)")
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="runs/datafree")
@@ -86,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plan = load_yaml(args.plan)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     only = {s for s in args.only.split(",") if s}
     runs, out = Path(args.runs), Path(args.out)
     summary_path = out / "summary.json"
@@ -95,12 +111,13 @@ def main() -> None:
         if only and row["name"] not in only:
             continue
         entry = {"kind": row["kind"], "method": row.get("method", "kd-real"), "options": row.get("options", {}),
-                 "runs": [run_row(row, args.teacher, seed, runs, args.threads) for seed in row.get("seeds", seeds)]}
+                 "runs": [run_row(row, args.teacher, seed, runs, args.threads) for seed in (seeds or row.get("seeds", [0]))]}
         if row.get("sizes"):
             entry["sizes"] = size_ablation(row, args.teacher, row["sizes"], runs, args.threads)
         # re-read before writing: several processes may fill different rows of one table
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"rows": {}}
         summary.update({"teacher": args.teacher, "plan": args.plan})
+        entry["runs"] = merge_runs(summary["rows"].get(row["name"]), entry)
         summary["rows"][row["name"]] = entry
         atomic_write_json(summary_path, summary)
         atomic_write_text(out / "summary.md", render(summary, order))

@@ -154,3 +154,20 @@ def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path
     assert results["method_choice"].startswith("auto:") and len(transfer) == 64
     again = run_synthesis(cfg, tmp_path / "auto")  # a re-run resumes the same set, nothing new
     assert again["count"] == 64
+    # what is compared on resume is what made the images, not how the method was spelt
+    spelt_out = SynthesizeConfig(teacher=str(teacher), n=64, batch_size=32, shard_size=64, device="cpu",
+                                 method="dafl", options=dict(results["options"]))
+    assert run_synthesis(spelt_out, tmp_path / "auto")["count"] == 64
+
+
+def test_a_set_made_under_an_older_default_is_not_continued(toy, tmp_path, monkeypatch):
+    import generators.default as default
+
+    _, teacher = toy
+    cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu",
+                           options={"fit_steps": 2, "base_channels": 8})
+    run_synthesis(cfg, tmp_path / "old")
+    changed = default.DefaultChoice("dafl", {**default.DEFAULTS["plain"].options, "lr": 0.05}, "changed")
+    monkeypatch.setitem(default.DEFAULTS, "plain", changed)
+    with pytest.raises(ConfigError, match="different options"):
+        run_synthesis(SynthesizeConfig(**{**cfg.__dict__, "n": 64}), tmp_path / "old")

@@ -1,0 +1,39 @@
+"""scripts/study_datafree.py: seeds of one row run by separate processes merge into one table row."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "study_datafree.py"
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("study_datafree", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(seeds, resolved, options=None):
+    return {"kind": "materialising", "method": "auto", "options": options or {},
+            "runs": [{"seed": s, "test_accuracy": 0.5 + s / 10, "resolved": resolved} for s in seeds]}
+
+
+def test_seeds_of_the_same_configuration_merge_and_a_rerun_replaces_its_seed():
+    merge = _study().merge_runs
+    fast_all = {"method": "fast", "options": {"bn_layers": "all"}}
+    old = _row([0, 1], fast_all)
+    old["runs"][1]["test_accuracy"] = 0.0  # seed 1 is re-run below: the new value must win
+    merged = merge(old, _row([1, 2], fast_all))
+    assert [r["seed"] for r in merged] == [0, 1, 2]
+    assert merged[1]["test_accuracy"] == 0.6
+
+
+def test_runs_of_another_configuration_are_dropped_not_averaged():
+    merge = _study().merge_runs
+    before = _row([0, 1, 2], {"method": "fast", "options": {"bn_layers": "2d"}})  # an older default
+    merged = merge(before, _row([1], {"method": "fast", "options": {"bn_layers": "all"}}))
+    assert [r["seed"] for r in merged] == [1]
+    assert [r["seed"] for r in merge(_row([0], None, {"a": 1}), _row([1], None))] == [1]  # plan options changed
+    assert [r["seed"] for r in merge(None, _row([3], None))] == [3]
