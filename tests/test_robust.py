@@ -13,6 +13,7 @@ from torch import nn
 
 from conftest import write_tensor_dataset
 import datafree_kd.losses.robust as robust
+import datafree_kd.losses.exploration as exploration
 from datafree_kd.adversarial import ModelModeGuard, pgd_maximize, project
 from datafree_kd.cli import main as dfkd_main
 from datafree_kd.distillation import DistillConfig, run_distillation
@@ -185,6 +186,8 @@ TERM_CASES = {
     "ard-kl-eval": {"steps": 2, "inner_loss": "kl", "inner_mode": "eval"},
     "rslad": {"steps": 2},
     "iad": {"steps": 2, "alpha": 0.8, "norm": "l2", "eps": 1.0},
+    "explore": {"steps": 2},
+    "explore-train": {"steps": 1, "inner_mode": "train"},
 }
 
 
@@ -206,19 +209,19 @@ def test_robust_terms_train_the_student_only_and_restore_its_mode(case):
     assert all(p.grad is None for p in teacher.parameters()), "gradient reached the teacher"
 
 
-@pytest.mark.parametrize("name", ["ard", "rslad", "iad"])
+@pytest.mark.parametrize("name", ["ard", "rslad", "iad", "explore"])
 def test_robust_terms_refuse_a_batch_without_the_student(name):
     teacher, student = _models()
     with pytest.raises(RuntimeError, match="Distiller"):
         LOSS_TERMS.get(name)(steps=1)(_batch(teacher, student, with_models=False))
-    if name == "iad":
+    if name in ("iad", "explore"):
         batch = _batch(teacher, student)
         batch.teacher_model = None
         with pytest.raises(RuntimeError, match="teacher_model"):
             LOSS_TERMS.get(name)(steps=1)(batch)
 
 
-@pytest.mark.parametrize("name", ["ard", "rslad", "iad"])
+@pytest.mark.parametrize("name", ["ard", "rslad", "iad", "explore"])
 def test_robust_terms_attack_within_their_budget(name, monkeypatch):
     teacher, student = _models()
     seen = []
@@ -229,6 +232,7 @@ def test_robust_terms_attack_within_their_budget(name, monkeypatch):
         return out
 
     monkeypatch.setattr(robust, "pgd_maximize", spy)
+    monkeypatch.setattr(exploration, "pgd_maximize", spy)
     LOSS_TERMS.get(name)(eps=0.05, steps=3)(_batch(teacher, student))
     (x, x_adv, kwargs), = seen
     assert 0 < (x_adv - x).abs().max() <= 0.05 + 1e-6 and kwargs["norm"] == "linf"
@@ -292,6 +296,18 @@ def test_iad_trust_weighting_by_hand(monkeypatch):
     assert term(batch).item() == pytest.approx(outer, rel=1e-9)  # warm-up call: plain ARD
     assert term(batch).item() == pytest.approx(outer + gamma * introspection, rel=1e-9)
     assert int(term.state_dict()["calls"]) == 2  # the warm-up counter resumes with the objective
+
+
+def test_explore_is_kd_without_a_search_and_its_search_finds_disagreement():
+    teacher, student = _models()
+    teacher.double(), student.double().eval()
+    batch = _batch(teacher, student, dtype=torch.float64)
+    t = 4.0
+    still = LOSS_TERMS.get("explore")(steps=0, random_start=False, temperature=t)(batch).item()
+    s, tl = batch.student_logits.detach().numpy(), batch.teacher_logits.numpy()
+    assert still == pytest.approx(t * t * _kl_np(tl, s, t).mean(), rel=1e-9)
+    searched = LOSS_TERMS.get("explore")(steps=5, random_start=False, eps=0.2, temperature=t)(batch).item()
+    assert searched > still
 
 
 def test_rslad_attack_raises_its_adversarial_term():
