@@ -21,7 +21,9 @@ Choices documented here:
   ``lenet5_bn``'s classifier). We measured why the default stays narrow: on a Fashion-MNIST
   ``lenet5_bn`` teacher a batch of 128 *real* test images scores 0.42 on the two conv BN layers
   but 6.6 on the two 1-d ones (few samples per statistic, wide feature distributions), so the
-  1-d terms are mostly sampling noise that drowns the image-level statistics.
+  1-d terms are mostly sampling noise that drowns the image-level statistics. Fast-DFKD is
+  different: its ``momentum`` history (below) averages the statistics over batches, and there the
+  1-d layers *help* (``dfkd synthesize``'s default for BN teachers, :mod:`generators.default`).
 * ``momentum`` implements Fast-DFKD's ``bn_mmt`` (Fang et al., AAAI 2022): the statistics matched
   against the running ones are ``(1 - m) * batch + m * history``, where ``history`` is an
   exponential average of earlier batches' statistics (see :func:`update_history`). This lets each

@@ -66,10 +66,13 @@ def merge_runs(old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str
     configuration (kind, method, options and resolved synthesizer), so seeds can be run by
     separate processes. Runs of another configuration -- e.g. made before a default changed --
     are dropped rather than averaged with the new ones."""
+    def key(run: dict[str, Any]) -> str:  # key order differs once a run has been through summary.json
+        return json.dumps(run.get("resolved"), sort_keys=True)
+
     fresh = {r["seed"] for r in new["runs"]}
-    resolved = {repr(r.get("resolved")) for r in new["runs"]}
+    resolved = {key(r) for r in new["runs"]}
     same = old is not None and all(old.get(k) == new.get(k) for k in ("kind", "method", "options"))
-    kept = [r for r in (old or {}).get("runs", []) if same and r["seed"] not in fresh and repr(r.get("resolved")) in resolved]
+    kept = [r for r in (old or {}).get("runs", []) if same and r["seed"] not in fresh and key(r) in resolved]
     return sorted(kept + new["runs"], key=lambda r: r["seed"])
 
 

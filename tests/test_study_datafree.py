@@ -25,6 +25,7 @@ def test_seeds_of_the_same_configuration_merge_and_a_rerun_replaces_its_seed():
     fast_all = {"method": "fast", "options": {"bn_layers": "all"}}
     old = _row([0, 1], fast_all)
     old["runs"][1]["test_accuracy"] = 0.0  # seed 1 is re-run below: the new value must win
+    old["runs"][0]["resolved"] = {"options": {"bn_layers": "all"}, "method": "fast"}  # as read back from JSON
     merged = merge(old, _row([1, 2], fast_all))
     assert [r["seed"] for r in merged] == [0, 1, 2]
     assert merged[1]["test_accuracy"] == 0.6
