@@ -42,6 +42,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "ard": {"steps": 1, "alpha": 0.5},
     "rslad": {"steps": 1},
     "iad": {"steps": 1, "alpha": 0.5},
+    "explore": {"steps": 1},
 }
 
 
@@ -375,6 +376,7 @@ GRAD_CASES: dict[str, tuple[dict[str, Any], dict[str, tuple[int, ...]], dict[str
     "ard": ({"steps": 1, "alpha": 0.5, "random_start": False}, {}, {}),
     "rslad": ({"steps": 1, "random_start": False}, {}, {}),
     "iad": ({"steps": 1, "alpha": 0.5, "random_start": False}, {}, {}),
+    "explore": ({"steps": 1, "random_start": False}, {}, {}),  # x' and its logits are recomputed: no path from the batch logits
 }
 
 
