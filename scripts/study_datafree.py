@@ -92,11 +92,19 @@ def size_ablation(row: dict[str, Any], teacher: str, sizes: list[int], runs: Pat
     return out
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2``; argparse turns the ValueError into a one-line usage error."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--plan", required=True, help="YAML: rows: [{name, kind, method, options, distill}]")
-    parser.add_argument("--seeds", default=None,
+    parser.add_argument("--seeds", default=None, type=seed_list,
                         help="comma-separated; overrides the rows' own `seeds` lists (default: those, else 0)")
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     parser.add_argument("--threads", type=int, default=1)
@@ -105,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plan = load_yaml(args.plan)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = args.seeds
     only = {s for s in args.only.split(",") if s}
     runs, out = Path(args.runs), Path(args.out)
     summary_path = out / "summary.json"

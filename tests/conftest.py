@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -23,6 +25,15 @@ def write_tensor_dataset(root: Path, n_train: int = 96, n_test: int = 40, classe
             images[i, :, label * cell : (label + 1) * cell, : size // 2] = 230
         torch.save({"images": images, "labels": labels}, root / f"{split}.pt")
     return root
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` imported as a module (scripts are not a package), freshly each call."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def train_toy_teacher(root: Path, arch: str = "lenet5", n_train: int = 256, n_test: int = 64) -> tuple[Path, Path]:

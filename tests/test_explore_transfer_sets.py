@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import train_toy_teacher
+from conftest import load_script, train_toy_teacher
 from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
 from datafree_kd.teacher import load_teacher
 from datafree_kd.transfer_set import TransferSet
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "explore_transfer_sets.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("explore_transfer_sets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("explore_transfer_sets")
 
 
 @pytest.fixture(scope="module")

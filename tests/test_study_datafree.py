@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import argparse
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "study_datafree.py"
+import pytest
+
+from conftest import load_script
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("study_datafree", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("study_datafree")
 
 
 def _row(seeds, resolved, options=None):
@@ -38,3 +36,10 @@ def test_runs_of_another_configuration_are_dropped_not_averaged():
     assert [r["seed"] for r in merged] == [1]
     assert [r["seed"] for r in merge(_row([0], None, {"a": 1}), _row([1], None))] == [1]  # plan options changed
     assert [r["seed"] for r in merge(None, _row([3], None))] == [3]
+
+
+def test_seeds_option_parses_and_rejects_in_one_line():
+    study = _study()
+    assert study.seed_list("0,1,2") == [0, 1, 2]
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated integers"):
+        study.seed_list("0,x")

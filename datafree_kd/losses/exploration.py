@@ -28,7 +28,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..adversarial import ModelModeGuard, pgd_maximize
 from .base import DistillBatch, register_term
 from .robust import _AttackingTerm, _check_temperature, _full, _kl_batchmean
 
@@ -53,9 +52,7 @@ class ExplorationKDLoss(_AttackingTerm):
             log_s = F.log_softmax(_full(student(z)), dim=1)
             return F.kl_div(log_s, log_t, reduction="sum", log_target=True)
 
-        with ModelModeGuard(student, train=self.inner_mode == "train", requires_grad=False):
-            x_explored = pgd_maximize(disagreement, batch.inputs.detach(), self.eps, self.step_size, self.steps,
-                                      norm=self.norm, random_start=self.random_start)
+        x_explored = self.search(student, batch.inputs, disagreement)
         with torch.no_grad():
             t_explored = _full(teacher(x_explored))
         t = self.temperature

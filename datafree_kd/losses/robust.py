@@ -108,9 +108,15 @@ class _AttackingTerm(LossTerm):
     def attack(self, student: nn.Module, x: torch.Tensor,
                inner: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """x' maximising ``inner(student(x'))`` with the student in ``inner_mode`` and frozen."""
+        return self.search(student, x, lambda z: inner(_full(student(z))))
+
+    def search(self, student: nn.Module, x: torch.Tensor,
+               objective: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """x' in the term's ball maximising any scalar ``objective(x')`` (which may also run the
+        teacher), with the student in ``inner_mode`` and frozen meanwhile."""
         init = self._start(x) if self.random_start else None
         with ModelModeGuard(student, train=self.inner_mode == "train", requires_grad=False):
-            return pgd_maximize(lambda z: inner(_full(student(z))), x, self.eps, self.step_size, self.steps,
+            return pgd_maximize(objective, x, self.eps, self.step_size, self.steps,
                                 norm=self.norm, random_start=self.random_start, init=init)
 
     def attack_hparams(self) -> dict[str, Any]:
