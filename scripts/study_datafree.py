@@ -2,7 +2,8 @@
 
 Each row is a plan entry: a materialising method (synthesize N images, then distil from the
 transfer set), an online method (generator trained inside the distillation loop), or a reference
-(kd-real, the real-data baseline). Results go to ``OUT/summary.{json,md}``; individual runs to
+(kd-real, the real-data baseline). A row with ``set_of: OTHER`` distils from OTHER's transfer sets
+(same seeds) with its own recipe, to compare recipes on the same images. Results go to ``OUT/summary.{json,md}``; individual runs to
 ``--runs``. CPU minutes are the process's CPU time (user + system), so jobs sharing the cores do not inflate
 them; ``--threads 1`` lets two studies share the two cores without oversubscription.
 
@@ -38,7 +39,9 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
         synth = SynthesizeConfig(teacher=teacher, method=row["method"], options=row.get("options", {}),
                                  n=row.get("n", 20000), seed=seed, threads=threads, preview=True,
                                  **row.get("synthesize", {}))
-        out = runs / f"{name}-s{seed}-set"
+        # ``set_of: ROW`` distils from another row's set (same method and options, so the synthesis
+        # resume check accepts it) and counts the CPU time recorded when that set was made
+        out = runs / f"{row.get('set_of', name)}-s{seed}-set"
         synth_cpu_before = time.process_time()
         synth_results = run_synthesis(synth, out)
         resolved = {"method": synth_results["method"], "options": synth_results.get("options", {})}
@@ -103,7 +106,8 @@ def seed_list(text: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True)
-    parser.add_argument("--plan", required=True, help="YAML: rows: [{name, kind, method, options, distill}]")
+    parser.add_argument("--plan", required=True,
+                        help="YAML: rows: [{name, kind, method, options, distill, seeds, set_of}]")
     parser.add_argument("--seeds", default=None, type=seed_list,
                         help="comma-separated; overrides the rows' own `seeds` lists (default: those, else 0)")
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")

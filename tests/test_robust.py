@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -306,6 +307,35 @@ def test_explore_is_kd_without_a_search_and_its_search_finds_disagreement():
     assert still == pytest.approx(t * t * _kl_np(tl, s, t).mean(), rel=1e-9)
     searched = LOSS_TERMS.get("explore")(steps=5, random_start=False, eps=0.2, temperature=t)(batch).item()
     assert searched > still
+
+
+class _Recording(nn.Module):
+    """Passes inputs through ``model`` and keeps every input it saw (to read back the x' a term used)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+def test_explore_without_search_distils_at_a_random_neighbour_labelled_by_the_teacher():
+    teacher, student = _models()
+    teacher.double(), student.double().eval()
+    batch = _batch(teacher, student, dtype=torch.float64)
+    recorded_t, recorded_s = _Recording(teacher), _Recording(student)
+    batch = dataclasses.replace(batch, teacher_model=recorded_t, student_model=recorded_s)
+    eps, t = 0.1, 4.0
+    loss = LOSS_TERMS.get("explore")(steps=0, eps=eps, temperature=t)(batch).item()
+    assert len(recorded_t.seen) == 1  # no search: the teacher runs once, to relabel x'
+    x_new = recorded_t.seen[0]
+    assert torch.equal(recorded_s.seen[-1], x_new)
+    assert 0 < (x_new - batch.inputs).abs().max() <= eps + 1e-12 and 0 <= x_new.min() and x_new.max() <= 1
+    with torch.no_grad():
+        expected = t * t * _kl_np(teacher(x_new).numpy(), student(x_new).numpy(), t).mean()
+    assert loss == pytest.approx(expected, rel=1e-9)
 
 
 def test_rslad_attack_raises_its_adversarial_term():

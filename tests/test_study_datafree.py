@@ -1,12 +1,15 @@
-"""scripts/study_datafree.py: seeds of one row run by separate processes merge into one table row."""
+"""scripts/study_datafree.py: seeds of one row run by separate processes merge into one table row;
+a ``set_of`` row distils from another row's sets."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
-from conftest import load_script
+from conftest import load_script, train_toy_teacher
+from datafree_kd.errors import ConfigError
 
 
 def _study():
@@ -43,3 +46,24 @@ def test_seeds_option_parses_and_rejects_in_one_line():
     assert study.seed_list("0,1,2") == [0, 1, 2]
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated integers"):
         study.seed_list("0,x")
+
+
+def test_a_set_of_row_distils_from_the_other_rows_set_and_counts_its_synthesis_time(tmp_path):
+    study = _study()
+    data, teacher = train_toy_teacher(tmp_path)
+    synth = {"n": 64, "synthesize": {"batch_size": 32, "shard_size": 64}}
+    distill = {"data_root": str(data), "steps": 3, "batch_size": 16, "device": "cpu"}
+    base = {"name": "made", "kind": "materialising", "method": "random-generator", **synth, "distill": distill}
+    reuse = {**base, "name": "reused", "set_of": "made", "distill": {**distill, "objective": "kd=1,explore=1"}}
+    runs = tmp_path / "runs"
+    study.run_row(base, str(teacher), 1, runs, threads=1)
+    recorded = json.loads((runs / "made-s1-set" / "results.json").read_text())["cpu_time_s"]
+    row = study.run_row(reuse, str(teacher), 1, runs, threads=1)
+    assert not (runs / "reused-s1-set").exists()
+    config = json.loads((runs / "reused-s1" / "results.json").read_text())
+    assert config["source"] == f"transfer:{runs / 'made-s1-set' / 'transfer_set'}"
+    assert "explore" in config["objective"]
+    assert row["cpu_minutes"] >= recorded / 60  # the reused set's synthesis is counted, not free
+    other_options = {**reuse, "options": {"latent_dim": 8}}  # not the set that row made: refused, not mixed
+    with pytest.raises(ConfigError):
+        study.run_row(other_options, str(teacher), 1, runs, threads=1)

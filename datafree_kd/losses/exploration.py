@@ -15,6 +15,10 @@ is the teacher's answer at x', not at x, so it teaches the teacher's function ne
 rather than invariance to the perturbation. Combine it with ``kd`` on the clean batch
 (``--objective kd=1,explore=1``).
 
+With ``steps=0`` there is no search: x' is a uniform random point of the ball (a random
+neighbour of each image, relabelled by the teacher). That costs no backward pass through the
+teacher, and it is the variant the data-free study adopts (README: "random neighbours").
+
 Cost per step: ``steps`` forward+backward passes through teacher and student for the search, plus
 one teacher forward and one student forward+backward on x'. Defaults: eps 0.1, one step from a
 uniform random start (step size 2.5·eps, i.e. an FGSM-like jump to the ball's surface), T = 4
