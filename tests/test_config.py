@@ -11,6 +11,7 @@ from datafree_kd.config import (
 )
 from datafree_kd.distillation import DistillConfig
 from datafree_kd.errors import ConfigError
+from datafree_kd.losses import Objective
 from datafree_kd.data.info import DatasetInfo
 from datafree_kd.synthesis import SynthesizeConfig, build_synthesizer
 from datafree_kd.teacher_training import TeacherTrainConfig, recipe_for
@@ -92,8 +93,13 @@ def test_shipped_configs_load(path):
     data = load_yaml(path)
     if path.parent.name == "studies":  # a plan: every row's distillation and synthesis settings must be valid
         info = DatasetInfo("fashion-mnist", 10, 1, 28, (0.5,), (0.25,))
+        rows = {row["name"]: row for row in data["rows"]}
         for row in data["rows"]:
-            config_from_dict(DistillConfig, {"teacher": "t.pt", "source": "online:noise", **row.get("distill", {})})
+            cfg = config_from_dict(DistillConfig, {"teacher": "t.pt", "source": "online:noise", **row.get("distill", {})})
+            Objective.from_spec(cfg.objective, cfg.term_options)
+            if "set_of" in row:  # distils another row's sets: they must be made the same way
+                made = rows[row["set_of"]]
+                assert [row.get(k) for k in ("method", "options", "n")] == [made.get(k) for k in ("method", "options", "n")]
             if row["kind"] == "materialising" and row["method"] != "auto":
                 build_synthesizer(row["method"], info, row.get("options", {}))
             elif row["kind"] == "online":
@@ -104,7 +110,9 @@ def test_shipped_configs_load(path):
     cls = {"teacher": TeacherTrainConfig, "evaluate": EvaluateConfig, "distill": DistillConfig,
            "synthesize": SynthesizeConfig}[path.parent.name]
     required = {EvaluateConfig: {"model": "x.pt"}, DistillConfig: {"teacher": "t.pt"}, SynthesizeConfig: {"teacher": "t.pt"}}
-    config_from_dict(cls, {**required.get(cls, {}), **data})
+    cfg = config_from_dict(cls, {**required.get(cls, {}), **data})
+    if cls is DistillConfig:
+        Objective.from_spec(cfg.objective, cfg.term_options)
 
 
 @dataclass
