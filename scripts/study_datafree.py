@@ -3,8 +3,8 @@
 Each row is a plan entry: a materialising method (synthesize N images, then distil from the
 transfer set), an online method (generator trained inside the distillation loop), or a reference
 (kd-real, the real-data baseline). A row with ``set_of: OTHER`` distils from OTHER's transfer sets
-(same seeds) with its own recipe, to compare recipes on the same images. Results go to ``OUT/summary.{json,md}``; individual runs to
-``--runs``. CPU minutes are the process's CPU time (user + system), so jobs sharing the cores do not inflate
+(same seeds) with its own recipe, to compare recipes on the same images. Results go to
+``OUT/summary.{json,md}``; individual runs to ``--runs``. CPU minutes are the process's CPU time (user + system), so jobs sharing the cores do not inflate
 them; ``--threads 1`` lets two studies share the two cores without oversubscription.
 
     python scripts/study_datafree.py --teacher runs/teachers/fmnist-lenet5/model.pt \
@@ -66,15 +66,17 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
 
 def merge_runs(old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, Any]]:
     """The row's runs after this invocation: its new seeds, plus earlier seeds of the *same*
-    configuration (kind, method, options and resolved synthesizer), so seeds can be run by
-    separate processes. Runs of another configuration -- e.g. made before a default changed --
-    are dropped rather than averaged with the new ones."""
+    configuration (kind, method, options, distillation recipe and resolved synthesizer), so seeds
+    can be run by separate processes. Runs of another configuration -- e.g. made before a default
+    or the recipe changed -- are dropped rather than averaged with the new ones. (Entries written
+    before the recipe was recorded are compared without it.)"""
     def key(run: dict[str, Any]) -> str:  # key order differs once a run has been through summary.json
         return json.dumps(run.get("resolved"), sort_keys=True)
 
     fresh = {r["seed"] for r in new["runs"]}
     resolved = {key(r) for r in new["runs"]}
-    same = old is not None and all(old.get(k) == new.get(k) for k in ("kind", "method", "options"))
+    same = (old is not None and all(old.get(k) == new.get(k) for k in ("kind", "method", "options"))
+            and old.get("distill", new.get("distill")) == new.get("distill"))
     kept = [r for r in (old or {}).get("runs", []) if same and r["seed"] not in fresh and key(r) in resolved]
     return sorted(kept + new["runs"], key=lambda r: r["seed"])
 
@@ -126,6 +128,7 @@ def main() -> None:
         if only and row["name"] not in only:
             continue
         entry = {"kind": row["kind"], "method": row.get("method", "kd-real"), "options": row.get("options", {}),
+                 "distill": row.get("distill", {}),
                  "runs": [run_row(row, args.teacher, seed, runs, args.threads) for seed in (seeds or row.get("seeds", [0]))]}
         if row.get("sizes"):
             entry["sizes"] = size_ablation(row, args.teacher, row["sizes"], runs, args.threads)

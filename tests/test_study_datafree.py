@@ -39,6 +39,10 @@ def test_runs_of_another_configuration_are_dropped_not_averaged():
     assert [r["seed"] for r in merged] == [1]
     assert [r["seed"] for r in merge(_row([0], None, {"a": 1}), _row([1], None))] == [1]  # plan options changed
     assert [r["seed"] for r in merge(None, _row([3], None))] == [3]
+    eps_01, eps_005 = ({**_row([0], None), "distill": {"eps": e}} for e in (0.1, 0.05))
+    assert [r["seed"] for r in merge(eps_01, {**eps_005, "runs": _row([1], None)["runs"]})] == [1]  # recipe changed
+    legacy = _row([0], None)  # written before the recipe was recorded: kept
+    assert [r["seed"] for r in merge(legacy, {**eps_005, "runs": _row([1], None)["runs"]})] == [0, 1]
 
 
 def test_seeds_option_parses_and_rejects_in_one_line():
