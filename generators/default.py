@@ -19,8 +19,8 @@ as the official code does): seeds 0 / 1 / 2 gave 0.8582 / 0.8580 / 0.8305 agains
 0.8331 / 0.8271 with ``"2d"`` (same seeds, same recipe; 13.5 CPU-min on average). DeepInversion
 keeps ``"2d"``: without Fast-DFKD's BN-statistics history the 1-d terms are mostly batch noise
 (see :mod:`generators.bn_hooks`). Distilled with ``configs/distill/transfer-neighbours.yaml``
-(kd plus kd at random neighbours) the same default sets give 0.8580 ± 0.0034 over seeds 0-3
-(0.932 × the teacher; kd alone 0.8461 ± 0.0141): most of kd's spread is the distillation run's.
+(kd plus kd at random neighbours) the default sets of seeds 0-4 give 0.8572 ± 0.0034 (0.931 × the
+teacher; kd alone 0.8477 ± 0.0127): most of kd's spread is the distillation run's.
 """
 
 from __future__ import annotations
