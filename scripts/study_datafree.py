@@ -4,8 +4,10 @@ Each row is a plan entry: a materialising method (synthesize N images, then dist
 transfer set), an online method (generator trained inside the distillation loop), or a reference
 (kd-real, the real-data baseline). A row with ``set_of: OTHER`` distils from OTHER's transfer sets
 (same seeds) with its own recipe, to compare recipes on the same images. Results go to
-``OUT/summary.{json,md}``; individual runs to ``--runs``. CPU minutes are the process's CPU time (user + system), so jobs sharing the cores do not inflate
-them; ``--threads 1`` lets two studies share the two cores without oversubscription.
+``OUT/summary.{json,md}``; individual runs to ``--runs``. CPU minutes are the process's CPU time
+(user + system): jobs sharing the cores inflate it far less than wall time, but not by nothing (the
+same distillation took 9.7 CPU-min alone and ~11.7 with four jobs on two cores); ``--threads 1``
+lets two studies share the two cores without oversubscription.
 
     python scripts/study_datafree.py --teacher runs/teachers/fmnist-lenet5/model.pt \
         --plan configs/studies/datafree-lenet5.yaml --out results/datafree-lenet5
@@ -24,6 +26,7 @@ import torch
 
 from datafree_kd.config import load_yaml
 from datafree_kd.distillation import DistillConfig, run_distillation
+from datafree_kd.errors import ConfigError
 from datafree_kd.io import atomic_write_json, atomic_write_text
 from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
 
@@ -56,7 +59,7 @@ def run_row(row: dict[str, Any], teacher: str, seed: int, runs: Path, threads: i
         distill["source"] = "real"
     results = run_distillation(DistillConfig(**distill), runs / f"{name}-s{seed}")
     total_s = time.perf_counter() - began
-    # process CPU time, not wall time: other jobs sharing the cores do not inflate it
+    # process CPU time, not wall time: other jobs sharing the cores inflate it only a little
     cpu_minutes = (time.process_time() - cpu_began) / 60
     return {"seed": seed, "test_accuracy": results["test_accuracy"], "agreement": results["agreement"],
             "teacher_accuracy": results["teacher_accuracy"], "synthesis_s": synth_s,
@@ -97,6 +100,21 @@ def size_ablation(row: dict[str, Any], teacher: str, sizes: list[int], runs: Pat
     return out
 
 
+def check_plan(rows: list[dict[str, Any]]) -> None:
+    """Refuse a plan whose ``set_of`` names no earlier materialising row made the same way (a typo
+    would otherwise synthesize a fresh set under the misspelt name)."""
+    made: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        other = row.get("set_of")
+        if other is not None:
+            if other not in made:
+                raise ConfigError(f"row {row['name']!r}: set_of {other!r} is not an earlier materialising row")
+            if [row.get(k) for k in ("method", "options", "n")] != [made[other].get(k) for k in ("method", "options", "n")]:
+                raise ConfigError(f"row {row['name']!r}: method, options and n must equal those of {other!r}")
+        if row.get("kind") == "materialising":
+            made[row["name"]] = row
+
+
 def seed_list(text: str) -> list[int]:
     """``--seeds 0,1,2``; argparse turns the ValueError into a one-line usage error."""
     try:
@@ -119,6 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     plan = load_yaml(args.plan)
+    try:
+        check_plan(plan["rows"])
+    except ConfigError as exc:
+        parser.error(f"{args.plan}: {exc}")
     seeds = args.seeds
     only = {s for s in args.only.split(",") if s}
     runs, out = Path(args.runs), Path(args.out)

@@ -73,3 +73,20 @@ def test_a_set_of_row_distils_from_the_other_rows_set_and_counts_its_synthesis_t
     other_options = {**reuse, "options": {"latent_dim": 8}}  # not the set that row made: refused, not mixed
     with pytest.raises(ConfigError):
         study.run_row(other_options, str(teacher), 1, runs, threads=1)
+
+
+def test_a_plan_whose_set_of_names_no_matching_row_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    study = _study()
+    made = {"name": "made", "kind": "materialising", "method": "auto", "n": 100}
+    study.check_plan([made, {**made, "name": "reused", "set_of": "made"}])
+    with pytest.raises(ConfigError, match="not an earlier materialising row"):
+        study.check_plan([made, {**made, "name": "reused", "set_of": "mdae"}])
+    with pytest.raises(ConfigError, match="must equal"):
+        study.check_plan([made, {**made, "name": "reused", "set_of": "made", "n": 50}])
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("rows:\n  - {name: b, kind: materialising, method: auto, set_of: a}\n")
+    monkeypatch.setattr("sys.argv", ["study_datafree.py", "--teacher", "t.pt", "--plan", str(plan)])
+    with pytest.raises(SystemExit) as exit_info:
+        study.main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and "set_of 'a' is not an earlier materialising row" in err
