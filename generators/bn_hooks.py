@@ -178,3 +178,47 @@ class BatchNormStatsLoss(HookOwner):
             f"BatchNormStatsLoss({type(self.model).__name__}, layers={len(self.layers)}, "
             f"first_bn_multiplier={self.first_bn_multiplier}, momentum={self.momentum}, {state})"
         )
+
+
+class NoBatchNormMatching:
+    """Stands in for :class:`BatchNormStatsLoss` when its weight is 0: no hooks, a zero loss.
+
+    Why: with ``bn_weight=0`` the inversion methods (``deepinversion``, ``fast``) reduce to their
+    class and image-prior terms, which also work on a teacher without BatchNorm (e.g. the plain
+    ``lenet5``), where building the hooks would fail.
+    """
+
+    layers: list[tuple[str, _BatchNorm]] = []
+
+    def __enter__(self) -> "NoBatchNormMatching":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def loss(self) -> torch.Tensor:
+        return torch.zeros(())
+
+    def layer_losses(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def batch_stats(self) -> list[Stats]:
+        return []
+
+    def reset(self) -> None:
+        return None
+
+
+def bn_matching(
+    model: Any,
+    weight: float,
+    first_bn_multiplier: float = 1.0,
+    momentum: float = 0.0,
+    history: list[Stats] | None = None,
+    layer_types: Sequence[type] = (nn.BatchNorm2d,),
+) -> "BatchNormStatsLoss | NoBatchNormMatching":
+    """The BN-statistics loss hooks, or the no-op stand-in when ``weight`` is 0."""
+    if weight == 0:
+        return NoBatchNormMatching()
+    return BatchNormStatsLoss(model, first_bn_multiplier, momentum=momentum, history=history, layer_types=layer_types)
+

@@ -23,6 +23,10 @@ near-binary images: on a toy 10-class LeNet-5 teacher, after 100 steps 97 % of t
 saturated (< 0.01 or > 0.99) at lr 0.2 against 76 % at 0.02, for the same final L_G — consider
 ``lr=0.02`` for data with many grey levels (Fashion-MNIST, CIFAR). Batch 256 instead of the
 paper's 512 halves the CPU cost per step.
+
+Optional image priors ``tv_l1``, ``tv_l2``, ``l2`` (DeepInversion's, 0 by default) add to L_G. On
+the plain Fashion-MNIST LeNet-5 they did not help (TV: -7 to -9 points; L2: within seed noise;
+``results/datafree-lenet5/closing-the-gap.md``), so the defaults stay off.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from datafree_kd.data.info import DatasetInfo
 from datafree_kd.errors import ConfigError
 
 from .base import MaterializingSynthesizer, TeacherFn, register_synthesizer
+from .deepinversion import add_image_priors
 from .networks import DCGANGenerator, OnlineGeneratorSynthesizer, generator_update, sample_latent
 
 
@@ -98,10 +103,21 @@ class DAFLLoss:
     its beta = 5 equals beta ≈ 2.17 here — we keep the paper's formula and beta.
     """
 
-    def __init__(self, alpha: float = 0.1, beta: float = 5.0, feature_layer: str | None = None) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.1,
+        beta: float = 5.0,
+        feature_layer: str | None = None,
+        tv_l1: float = 0.0,
+        tv_l2: float = 0.0,
+        l2: float = 0.0,
+    ) -> None:
         if alpha < 0 or beta < 0:
             raise ConfigError(f"dafl: alpha and beta must be >= 0, got {alpha}, {beta}")
+        if min(tv_l1, tv_l2, l2) < 0:
+            raise ConfigError(f"dafl: image-prior weights must be >= 0, got tv_l1={tv_l1}, tv_l2={tv_l2}, l2={l2}")
         self.alpha, self.beta, self.feature_layer = float(alpha), float(beta), feature_layer
+        self.tv_l1, self.tv_l2, self.l2 = float(tv_l1), float(tv_l2), float(l2)
 
     def __call__(self, images: torch.Tensor, teacher: TeacherFn) -> tuple[torch.Tensor, dict[str, float]]:
         features: list[torch.Tensor] = []
@@ -120,6 +136,9 @@ class DAFLLoss:
         info_entropy = negative_batch_entropy(logits)
         loss = one_hot + self.beta * info_entropy
         logs = {"one_hot": float(one_hot.detach()), "info_entropy": float(info_entropy.detach())}
+        priors: dict[str, torch.Tensor] = {}
+        loss = loss + add_image_priors(priors, images, self)
+        logs.update({k: float(v.detach()) for k, v in priors.items()})
         if self.alpha:
             if not features:
                 raise RuntimeError(f"dafl: feature layer {self.feature_layer or 'last nn.Linear'} did not run")
@@ -129,7 +148,8 @@ class DAFLLoss:
         return loss, logs
 
     def hparams(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "beta": self.beta, "feature_layer": self.feature_layer}
+        return {"alpha": self.alpha, "beta": self.beta, "feature_layer": self.feature_layer,
+                "tv_l1": self.tv_l1, "tv_l2": self.tv_l2, "l2": self.l2}
 
 
 @register_synthesizer("dafl")
@@ -150,12 +170,15 @@ class DAFL(MaterializingSynthesizer):
         feature_layer: str | None = None,
         latent_dim: int = 100,
         base_channels: int = 64,
+        tv_l1: float = 0.0,
+        tv_l2: float = 0.0,
+        l2: float = 0.0,
     ) -> None:
         super().__init__(info)
         if fit_steps < 0 or batch_size < 1 or not lr > 0:
             raise ConfigError(f"dafl: need fit_steps >= 0, batch_size >= 1, lr > 0; got {fit_steps}, {batch_size}, {lr}")
         self.fit_steps, self.batch_size, self.lr = int(fit_steps), int(batch_size), float(lr)
-        self.loss = DAFLLoss(alpha, beta, feature_layer)
+        self.loss = DAFLLoss(alpha, beta, feature_layer, tv_l1, tv_l2, l2)
         self.generator = DCGANGenerator.for_info(info, latent_dim, base_channels)
         self.history: list[float] = []
 
@@ -202,9 +225,12 @@ class DAFLOnline(OnlineGeneratorSynthesizer):
         g_steps: int = 1,
         latent_dim: int = 100,
         base_channels: int = 64,
+        tv_l1: float = 0.0,
+        tv_l2: float = 0.0,
+        l2: float = 0.0,
     ) -> None:
         super().__init__(info, latent_dim, base_channels, lr, update_every=update_every, g_steps=g_steps)
-        self.loss = DAFLLoss(alpha, beta, feature_layer)
+        self.loss = DAFLLoss(alpha, beta, feature_layer, tv_l1, tv_l2, l2)
 
     def generator_loss(
         self, images: torch.Tensor, teacher: TeacherFn, students: Sequence[nn.Module]

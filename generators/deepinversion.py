@@ -45,6 +45,7 @@ Choices (defaults sized for 28/32 px teachers on a CPU; override any of them):
 * **Weights**: ``bn_weight=10`` as the official CIFAR-10 "paper parameters"
   (``--r_feature_weight 10``; in the proxy above 1 was worse, 0.41, and 50, 100, 300 no better
   on average, 0.43-0.63 across seeds); ``first_bn_multiplier=1`` (CIFAR script; the ImageNet script uses 10).
+  ``bn_weight=0`` drops the BN term and its hooks (then a teacher without BatchNorm works too).
   BN layers: ``bn_layers="2d"`` (official; see :mod:`generators.bn_hooks` for why the 1-d layers
   stay out by default). TV_2 follows the official 4-direction differences (right, down, two
   diagonals) but takes each image's L2 norm and averages over the batch, where the official code
@@ -85,7 +86,7 @@ from datafree_kd.data.info import DatasetInfo
 from datafree_kd.errors import ConfigError
 
 from .base import MaterializingSynthesizer, OnlineSynthesizer, TeacherFn, register_synthesizer
-from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, as_module
+from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, NoBatchNormMatching, as_module, bn_matching
 
 PARAMETRISATIONS = ("clamp", "sigmoid")
 TARGET_MODES = ("balanced", "random")
@@ -271,7 +272,7 @@ class InversionResult:
 
 def inversion_objective(
     teacher: TeacherFn,
-    bn: BatchNormStatsLoss,
+    bn: BatchNormStatsLoss | NoBatchNormMatching,
     x: torch.Tensor,
     targets: torch.Tensor,
     settings: InversionSettings,
@@ -281,8 +282,11 @@ def inversion_objective(
     """DeepInversion's loss for images ``x`` in [0, 1] (augmented here); returns (total, terms)."""
     x_aug = jitter_flip(x, settings.jitter, settings.flip, generator)
     logits = teacher(x_aug)
-    terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(logits.float(), targets), "bn": bn.loss()}
-    total = settings.ce_weight * terms["ce"] + settings.bn_weight * terms["bn"]
+    terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(logits.float(), targets)}
+    total = settings.ce_weight * terms["ce"]
+    if settings.bn_weight > 0:
+        terms["bn"] = bn.loss()
+        total = total + settings.bn_weight * terms["bn"]
     total = total + add_image_priors(terms, x_aug, settings)
     if settings.competition_weight > 0 and students:
         terms["competition"] = torch.stack(
@@ -324,8 +328,8 @@ def invert(
     optimizer = torch.optim.Adam([var], lr=settings.lr, betas=settings.betas)
     competitors = list(students) if settings.competition_weight > 0 else []
     history: list[dict[str, float]] = []
-    with eval_mode(module, *competitors), BatchNormStatsLoss(
-        module, settings.first_bn_multiplier, layer_types=BN_LAYER_SETS[settings.bn_layers]
+    with eval_mode(module, *competitors), bn_matching(
+        module, settings.bn_weight, settings.first_bn_multiplier, layer_types=BN_LAYER_SETS[settings.bn_layers]
     ) as bn:
         for it in range(settings.iterations):
             if settings.cosine:

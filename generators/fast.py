@@ -33,6 +33,10 @@ the teacher can be pushed apart; it needs a student, so it is off in the materia
 unless :meth:`FastMeta.set_student` gave one. Meta update (Reptile, Nichol et al. 2018):
 ``theta <- theta + meta_lr * (theta' - theta)``.
 
+``bn_weight=0`` removes ``R_BN`` and its hooks, so the method also runs on a teacher without
+BatchNorm (class term and priors only; measured weaker than DAFL there, see
+``results/datafree-lenet5/closing-the-gap.md``).
+
 **Defaults and where they come from.** From the official CIFAR scripts (``scripts/fast_cifar.sh``,
 5-step setting): ``inner_steps=5``, ``lr_g=3e-3``, ``lr_z=0.01``, Adam betas (0.5, 0.999),
 ``bn_weight=10``, ``ce_weight=0.5`` (``--oh``), ``bn_momentum=0.9`` (``--bn_mmt``), ``adv_weight``
@@ -79,7 +83,16 @@ from datafree_kd.data.info import DatasetInfo
 from datafree_kd.errors import ConfigError
 
 from .base import MaterializingSynthesizer, OnlineSynthesizer, TeacherFn, register_synthesizer
-from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, Stats, as_module, batchnorm_layers, update_history
+from .bn_hooks import (
+    BN_LAYER_SETS,
+    BatchNormStatsLoss,
+    NoBatchNormMatching,
+    Stats,
+    as_module,
+    batchnorm_layers,
+    bn_matching,
+    update_history,
+)
 from .deepinversion import (
     ImagePool,
     InversionResult,
@@ -181,7 +194,7 @@ class _FastCore(nn.Module):
     def _objective(
         self,
         teacher: TeacherFn,
-        bn: BatchNormStatsLoss,
+        bn: BatchNormStatsLoss | NoBatchNormMatching,
         images: torch.Tensor,
         targets: torch.Tensor,
         students: Sequence[nn.Module],
@@ -190,8 +203,11 @@ class _FastCore(nn.Module):
         s = self.settings
         x = jitter_flip(images, s.jitter, s.flip, generator)
         t_logits = teacher(x)
-        terms = {"ce": F.cross_entropy(t_logits.float(), targets), "bn": bn.loss()}
-        total = s.ce_weight * terms["ce"] + s.bn_weight * terms["bn"] + add_image_priors(terms, x, s)
+        terms = {"ce": F.cross_entropy(t_logits.float(), targets)}
+        total = s.ce_weight * terms["ce"] + add_image_priors(terms, x, s)
+        if s.bn_weight > 0:
+            terms["bn"] = bn.loss()
+            total = total + s.bn_weight * terms["bn"]
         if s.adv_weight > 0 and students:
             terms["adv"] = torch.stack([decision_adversarial_loss(t_logits, st(x)) for st in students]).mean()
             total = total + s.adv_weight * terms["adv"]
@@ -227,10 +243,12 @@ class _FastCore(nn.Module):
         last_stats: list[Stats] | None = None
         with eval_mode(module, *competitors):
             layers = BN_LAYER_SETS[s.bn_layers]
-            sizes = [int(m.running_mean.numel()) for _, m in batchnorm_layers(module, layers)]
-            past = _unpack(self.bn_history, sizes)  # None on the first round (or another teacher)
-            with BatchNormStatsLoss(
-                module, s.first_bn_multiplier, momentum=s.bn_momentum if past is not None else 0.0,
+            past = None  # stays None on the first round, for another teacher, or without BN matching
+            if s.bn_weight > 0:
+                sizes = [int(m.running_mean.numel()) for _, m in batchnorm_layers(module, layers)]
+                past = _unpack(self.bn_history, sizes)
+            with bn_matching(
+                module, s.bn_weight, s.first_bn_multiplier, momentum=s.bn_momentum if past is not None else 0.0,
                 history=past, layer_types=layers,
             ) as bn:
                 for _ in range(s.inner_steps):
@@ -241,7 +259,7 @@ class _FastCore(nn.Module):
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     history.append({k: float(v.detach()) for k, v in terms.items()})
-                    last_stats = bn.batch_stats()
+                    last_stats = bn.batch_stats() or None
                     bn.reset()
             with torch.no_grad():
                 images = fast(z).clamp(0.0, 1.0)

@@ -51,6 +51,13 @@ def tensor_data(tmp_path: Path) -> Path:
     return write_tensor_dataset(tmp_path / "toy")
 
 
+#: Devices for device-parametrised tests: the CUDA case is reported as skipped where no GPU is present.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
+
+
 def requires_fashion_mnist() -> pytest.MarkDecorator:
     return pytest.mark.skipif(
         not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(),

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def dfkd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
         [sys.executable, "-m", "datafree_kd.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
         timeout=600,

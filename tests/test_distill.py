@@ -153,7 +153,7 @@ def _dfkd(out: Path, data: Path, teacher: Path, *extra: str) -> list[str]:
 
 def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
     data, teacher = toy_teacher
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     straight = subprocess.run(_dfkd(tmp_path / "a", data, teacher), env=env, capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
 

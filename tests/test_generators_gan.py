@@ -6,12 +6,13 @@ labels) with tiny generators, one thread, no data.
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 
 import pytest
 
-from conftest import fitted_bn_lenet
+from conftest import DEVICES, fitted_bn_lenet
 import torch
 from torch import nn
 
@@ -24,6 +25,7 @@ from datafree_kd.models import create_model
 from datafree_kd.teacher import freeze, is_frozen
 from generators import SYNTHESIZERS
 from generators.dafl import DAFLLoss
+from generators.deepinversion import image_prior_losses
 from generators.dfad import l1_discrepancy
 from generators.networks import DCGANGenerator, sample_latent
 from generators.zskt import forward_kl
@@ -80,21 +82,25 @@ def no_grads(*models: nn.Module) -> bool:
 # --------------------------------------------------------------------------- registry-wide contract
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", SYNTHESIZERS.names())
-def test_every_synthesizer_emits_unit_range_images(name, teacher):
+def test_every_synthesizer_emits_unit_range_images(name, device, teacher):
     if name not in TINY:
         pytest.fail(f"synthesizer {name!r} has no tiny options in TINY; add an entry for it")
+    device = torch.device(device)
+    teacher = copy.deepcopy(teacher).to(device)
     synth = build(name)
-    student = make_student()
+    student = make_student().to(device)
     g = torch.Generator().manual_seed(0)
     if synth.online:
-        synth.setup(CPU)
+        synth.setup(device)
         logs = synth.synthesizer_step(teacher, [student], 8, g)
         assert all(isinstance(v, float) for v in logs.values())
         x = synth.sample(8, g)
     else:
-        synth.fit(teacher, g, CPU)
-        x = synth.generate(teacher, 8, g, CPU)
+        synth.fit(teacher, g, device)
+        x = synth.generate(teacher, 8, g, device)
+    assert x.device.type == device.type
     assert x.dtype == torch.float32 and tuple(x.shape) == (8, *INFO.shape)
     assert torch.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0
     assert is_frozen(teacher) and no_grads(teacher, student)
@@ -156,6 +162,19 @@ def test_dafl_loss_goes_down(teacher):
     out = dafl.fit(teacher, torch.Generator().manual_seed(0), CPU)
     assert sum(dafl.history[-3:]) / 3 < sum(dafl.history[:3]) / 3
     assert out["generator_loss_first"] == dafl.history[0]
+
+
+def test_dafl_image_priors_add_their_weighted_terms(teacher):
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain, plain_logs = DAFLLoss()(x, teacher)
+    with_priors, logs = DAFLLoss(tv_l1=0.5, l2=1e-3)(x, teacher)
+    tv_l1, _ = image_prior_losses(x)
+    l2 = x.flatten(1).pow(2).sum(1).mean()
+    assert torch.allclose(with_priors, plain + 0.5 * tv_l1 + 1e-3 * l2, atol=1e-5)
+    assert "tv_l1" not in plain_logs and logs["tv_l1"] == pytest.approx(float(tv_l1)) and "l2" in logs
+    with pytest.raises(ConfigError, match="image-prior"):
+        DAFLLoss(l2=-1.0)
+    assert build("dafl", tv_l1=0.5).loss.hparams()["tv_l1"] == 0.5
 
 
 def test_dafl_loss_terms(teacher):

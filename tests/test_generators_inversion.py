@@ -163,6 +163,27 @@ def test_bn_loss_needs_batchnorm_and_a_module():
     assert as_module(Loaded()) is only_1d
 
 
+@pytest.mark.parametrize("method,options", [
+    ("deepinversion", {"iterations": 6, "lr": 0.1}),
+    ("fast", {**TINY_GEN, "fit_rounds": 0, "inner_steps": 6, "lr_g": 1e-2}),
+])
+def test_bn_weight_zero_runs_on_a_teacher_without_batchnorm(method, options):
+    """bn_weight=0 drops the BN term and its hooks, so a plain lenet5 works (CE + image priors)."""
+    torch.manual_seed(0)
+    plain = freeze(create_model("lenet5", 10, 1, 28))
+    with pytest.raises(ConfigError, match="no BatchNorm"):  # the default still needs BN
+        SYNTHESIZERS.get(method)(INFO, **options).fit(plain, torch.Generator().manual_seed(0), CPU)
+        SYNTHESIZERS.get(method)(INFO, **options).generate(plain, 8, torch.Generator().manual_seed(0), CPU)
+    synth = SYNTHESIZERS.get(method)(INFO, **options, bn_weight=0.0, tv_l1=0.1)
+    synth.fit(plain, torch.Generator().manual_seed(0), CPU)
+    x = synth.generate(plain, 16, torch.Generator().manual_seed(1), CPU)
+    assert tuple(x.shape) == (16, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+    history = synth.last_result.history
+    assert "bn" not in history[0] and {"ce", "tv_l1"} <= set(history[0])
+    assert history[-1]["total"] < history[0]["total"]
+    assert hooks_left(plain) == 0 and no_grads(plain)
+
+
 # --------------------------------------------------------------------------- DeepInversion
 
 
