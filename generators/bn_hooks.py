@@ -199,9 +199,6 @@ class NoBatchNormMatching:
     def loss(self) -> torch.Tensor:
         return torch.zeros(())
 
-    def layer_losses(self) -> dict[str, torch.Tensor]:
-        return {}
-
     def batch_stats(self) -> list[Stats]:
         return []
 
