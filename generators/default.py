@@ -12,7 +12,9 @@ Each comes with the options that measured best per CPU-minute on Fashion-MNIST (
 ``lenet5_bn`` teacher (0.9204) -> ``lenet5_half``, 20k images, 200 epochs of kd with mixup, seed 0,
 1 torch thread: ``fast`` (200 meta rounds) 0.8342 in 12.0 CPU-min, ``deepinversion`` (100
 iterations) 0.8082 in 13.1, ``dafl`` 0.4942 in 13.2 — DAFL's losses ignore the BN statistics
-that the other two match. On the plain ``lenet5`` teacher only ``dafl`` applies (0.8215).
+that the other two match. On the plain ``lenet5`` teacher ``dafl`` (0.8215) beat what else
+runs there: ``fast`` with ``bn_weight=0`` (0.69-0.72 against 0.77 in a 40-epoch proxy), DAFL with
+TV or L2 image priors, and ZSKD-style data impressions (``results/datafree-lenet5/closing-the-gap.md``).
 
 ``bn_layers="all"`` (match the classifier's BatchNorm1d statistics too, not only the conv layers'
 as the official code does): seeds 0 / 1 / 2 gave 0.8582 / 0.8580 / 0.8305 against 0.8342 /
