@@ -118,7 +118,8 @@ class BatchNormStatsLoss(HookOwner):
         if not self.layers:
             raise ConfigError(
                 f"{type(self.model).__name__} has no BatchNorm layers with running statistics; "
-                "DeepInversion-style BN matching needs a teacher trained with BatchNorm"
+                "DeepInversion-style BN matching needs a teacher trained with BatchNorm "
+                "(bn_weight=0 runs the method without it)"
             )
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"BN-statistics momentum must be in [0, 1), got {momentum}")
@@ -181,7 +182,7 @@ class BatchNormStatsLoss(HookOwner):
 
 
 class NoBatchNormMatching:
-    """Stands in for :class:`BatchNormStatsLoss` when its weight is 0: no hooks, a zero loss.
+    """Stands in for :class:`BatchNormStatsLoss` when its weight is 0: no hooks, no statistics.
 
     Why: with ``bn_weight=0`` the inversion methods (``deepinversion``, ``fast``) reduce to their
     class and image-prior terms, which also work on a teacher without BatchNorm (e.g. the plain
@@ -196,9 +197,6 @@ class NoBatchNormMatching:
     def __exit__(self, *exc: Any) -> None:
         return None
 
-    def loss(self) -> torch.Tensor:
-        return torch.zeros(())
-
     def batch_stats(self) -> list[Stats]:
         return []
 
@@ -206,16 +204,7 @@ class NoBatchNormMatching:
         return None
 
 
-def bn_matching(
-    model: Any,
-    weight: float,
-    first_bn_multiplier: float = 1.0,
-    momentum: float = 0.0,
-    history: list[Stats] | None = None,
-    layer_types: Sequence[type] = (nn.BatchNorm2d,),
-) -> "BatchNormStatsLoss | NoBatchNormMatching":
-    """The BN-statistics loss hooks, or the no-op stand-in when ``weight`` is 0."""
-    if weight == 0:
-        return NoBatchNormMatching()
-    return BatchNormStatsLoss(model, first_bn_multiplier, momentum=momentum, history=history, layer_types=layer_types)
-
+def bn_matching(model: Any, weight: float, **options: Any) -> "BatchNormStatsLoss | NoBatchNormMatching":
+    """The BN-statistics loss hooks (``options`` as :class:`BatchNormStatsLoss`), or the no-op
+    stand-in when ``weight`` is 0 (callers then leave the BN term out of their objective)."""
+    return NoBatchNormMatching() if weight == 0 else BatchNormStatsLoss(model, **options)

@@ -156,6 +156,9 @@ class DAFLLoss:
 class DAFL(MaterializingSynthesizer):
     """DAFL as a transfer-set maker: train G on :class:`DAFLLoss` for ``fit_steps``, then sample it.
 
+    Options beyond the generator's go to :class:`DAFLLoss` (``alpha``, ``beta``, ``feature_layer``,
+    ``tv_l1``, ``tv_l2``, ``l2``).
+
     ``fit`` first re-draws G's weights from the run's generator, so the set depends on the seed only.
     """
 
@@ -165,20 +168,15 @@ class DAFL(MaterializingSynthesizer):
         fit_steps: int = 2000,
         batch_size: int = 256,
         lr: float = 0.2,
-        alpha: float = 0.1,
-        beta: float = 5.0,
-        feature_layer: str | None = None,
         latent_dim: int = 100,
         base_channels: int = 64,
-        tv_l1: float = 0.0,
-        tv_l2: float = 0.0,
-        l2: float = 0.0,
+        **loss_options: Any,
     ) -> None:
         super().__init__(info)
         if fit_steps < 0 or batch_size < 1 or not lr > 0:
             raise ConfigError(f"dafl: need fit_steps >= 0, batch_size >= 1, lr > 0; got {fit_steps}, {batch_size}, {lr}")
         self.fit_steps, self.batch_size, self.lr = int(fit_steps), int(batch_size), float(lr)
-        self.loss = DAFLLoss(alpha, beta, feature_layer, tv_l1, tv_l2, l2)
+        self.loss = DAFLLoss(**loss_options)
         self.generator = DCGANGenerator.for_info(info, latent_dim, base_channels)
         self.history: list[float] = []
 
@@ -212,25 +210,21 @@ class DAFL(MaterializingSynthesizer):
 class DAFLOnline(OnlineGeneratorSynthesizer):
     """DAFL with G and the student trained together (the paper's Algorithm 1): each distillation
     step first updates G on :class:`DAFLLoss` (the students play no part in it), then the student
-    learns from a fresh batch of G. Paper student loss: ``kd=1`` with ``kd.temperature=1``."""
+    learns from a fresh batch of G. Paper student loss: ``kd=1`` with ``kd.temperature=1``.
+    Options beyond the generator's go to :class:`DAFLLoss`, as for ``dafl``."""
 
     def __init__(
         self,
         info: DatasetInfo,
         lr: float = 0.2,
-        alpha: float = 0.1,
-        beta: float = 5.0,
-        feature_layer: str | None = None,
         update_every: int = 1,
         g_steps: int = 1,
         latent_dim: int = 100,
         base_channels: int = 64,
-        tv_l1: float = 0.0,
-        tv_l2: float = 0.0,
-        l2: float = 0.0,
+        **loss_options: Any,
     ) -> None:
         super().__init__(info, latent_dim, base_channels, lr, update_every=update_every, g_steps=g_steps)
-        self.loss = DAFLLoss(alpha, beta, feature_layer, tv_l1, tv_l2, l2)
+        self.loss = DAFLLoss(**loss_options)
 
     def generator_loss(
         self, images: torch.Tensor, teacher: TeacherFn, students: Sequence[nn.Module]

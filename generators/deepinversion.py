@@ -329,7 +329,8 @@ def invert(
     competitors = list(students) if settings.competition_weight > 0 else []
     history: list[dict[str, float]] = []
     with eval_mode(module, *competitors), bn_matching(
-        module, settings.bn_weight, settings.first_bn_multiplier, layer_types=BN_LAYER_SETS[settings.bn_layers]
+        module, settings.bn_weight, first_bn_multiplier=settings.first_bn_multiplier,
+        layer_types=BN_LAYER_SETS[settings.bn_layers],
     ) as bn:
         for it in range(settings.iterations):
             if settings.cosine:

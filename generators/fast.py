@@ -248,8 +248,8 @@ class _FastCore(nn.Module):
                 sizes = [int(m.running_mean.numel()) for _, m in batchnorm_layers(module, layers)]
                 past = _unpack(self.bn_history, sizes)
             with bn_matching(
-                module, s.bn_weight, s.first_bn_multiplier, momentum=s.bn_momentum if past is not None else 0.0,
-                history=past, layer_types=layers,
+                module, s.bn_weight, first_bn_multiplier=s.first_bn_multiplier,
+                momentum=s.bn_momentum if past is not None else 0.0, history=past, layer_types=layers,
             ) as bn:
                 for _ in range(s.inner_steps):
                     total, terms = self._objective(teacher, bn, fast(z), targets, competitors, generator)
