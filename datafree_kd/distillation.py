@@ -46,7 +46,9 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     reached 88.2 %; lr 0.05 with ``grad_clip=5`` 89.8 % (0.1: 89.5 %). ``crop_padding``/``hflip``
     left at None take the dataset's teacher recipe (flips for Fashion-MNIST and CIFAR, not digits).
     ``mixup`` (a Beta alpha; 0 = off) blends pairs of batch images before the teacher labels them:
-    a cheap way to stretch a small synthetic set (see ``data.augment.mixup_images``).
+    a cheap way to stretch a small synthetic set (see ``data.augment.mixup_images``). ``blur`` (a
+    maximum Gaussian sigma in pixels) and ``brightness`` (a maximum darkening, in [0, 1]) add
+    grey-level copies of near-binary synthetic images for the teacher to label (0 = off).
     """
 
     teacher: str = ""
@@ -69,6 +71,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     crop_padding: int | None = None
     hflip: bool | None = None
     mixup: float = 0.0
+    blur: float = 0.0
+    brightness: float = 0.0
     amp: bool = True
     checkpoint_every: int = 500
     log_every: int = 50
@@ -84,10 +88,12 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
         for name in ("batch_size", "checkpoint_every", "log_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
-        non_negative = ("grad_clip", "crop_padding", "mixup", "warmup_steps", "eval_every", "transfer_size")
+        non_negative = ("grad_clip", "crop_padding", "mixup", "blur", "warmup_steps", "eval_every", "transfer_size")
         for name in non_negative:
             if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.brightness <= 1:
+            raise ConfigError(f"brightness is a maximum darkening in [0, 1], got {self.brightness}")
         kind = self.source.split(":", 1)[0]
         if kind not in ("real", "transfer", "online"):
             raise ConfigError(f"unknown source {self.source!r}; use real, transfer:DIR or online:METHOD")
@@ -195,7 +201,7 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     recipe = recipe_for(test_set.info.name, archs[0])
     crop = cfg.crop_padding if cfg.crop_padding is not None else int(recipe.get("crop_padding", 0))
     hflip = cfg.hflip if cfg.hflip is not None else bool(recipe.get("hflip", False))
-    settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, crop, hflip, cfg.mixup)
+    settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, crop, hflip, cfg.mixup, cfg.blur, cfg.brightness)
     distiller = Distiller(teacher, slots, source, settings, device)
     distiller.setup_objectives(info.shape)
     for slot in slots:
@@ -236,7 +242,8 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
             save_training_state(run.state_path, stateful, generator, progress)
     elapsed += time.perf_counter() - began
     distiller.close()
-    augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup}
+    augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup,
+                    "blur": settings.blur, "brightness": settings.brightness}
     return _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
                    augmentation)
 

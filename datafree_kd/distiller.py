@@ -44,6 +44,8 @@ class LoopSettings:
     crop_padding: int = 0
     hflip: bool = False
     mixup: float = 0.0
+    blur: float = 0.0
+    brightness: float = 0.0
 
 
 class _Tapped:
@@ -104,7 +106,8 @@ class Distiller:
         logs.update({f"source/{k}": v for k, v in
                      self.source.before_student_step(self.teacher, models, self.settings.batch_size, generator).items()})
         x, labels = self.source.next_batch(self.settings.batch_size, generator)
-        x = augment_batch(x, self.settings.crop_padding, self.settings.hflip, generator)
+        x = augment_batch(x, self.settings.crop_padding, self.settings.hflip, generator,
+                          self.settings.blur, self.settings.brightness)
         x = mixup_images(x, self.settings.mixup, generator)
         with torch.no_grad(), self._autocast():
             t_logits, t_feats = self.teacher_tap(x)

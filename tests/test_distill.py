@@ -16,7 +16,7 @@ import torch
 from conftest import write_tensor_dataset
 from datafree_kd.checkpoint import load_model
 from datafree_kd.data import forbid_training_data, load_dataset
-from datafree_kd.data.augment import mixup_images
+from datafree_kd.data.augment import augment_batch, mixup_images, random_blur, random_brightness
 from datafree_kd.distillation import DistillConfig, run_distillation
 from datafree_kd.ensemble import TeacherEnsemble
 from datafree_kd.errors import ConfigError, DatasetError
@@ -129,7 +129,8 @@ def test_confidence_weighting_prefers_the_sure_teacher():
     "kw, message",
     [({"teacher": ""}, "no teacher"), ({"source": "online"}, "needs a target"), ({"source": "web"}, "unknown source"),
      ({"steps": 0, "epochs": 0}, "steps > 0"), ({"objective": "kd=x"}, "not a number"),
-     ({"mixup": -0.5}, "mixup must be >= 0")],
+     ({"mixup": -0.5}, "mixup must be >= 0"), ({"blur": -1.0}, "blur must be >= 0"),
+     ({"brightness": 1.5}, "brightness is a maximum darkening in")],
 )
 def test_bad_configs(toy_teacher, tmp_path, kw, message):
     data, teacher = toy_teacher
@@ -148,7 +149,7 @@ def _dfkd(out: Path, data: Path, teacher: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "datafree_kd.cli", "distill", "--teacher", str(teacher), "--student", "resnet8",
             "--source", "real", "--data-root", str(data), "--steps", "160", "--out", str(out),
             "batch_size=64", "checkpoint_every=20", "log_every=10", "latency_runs=0", "device=cpu",
-            "objective=kd=1,discriminator=0.1", "mixup=0.5", *extra]
+            "objective=kd=1,discriminator=0.1", "mixup=0.5", "blur=1", "brightness=0.5", *extra]
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
@@ -172,6 +173,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
     resumed = subprocess.run(_dfkd(tmp_path / "b", data, teacher, "--resume"), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from step {saved_step}" in resumed.stdout
+    recorded = json.loads((tmp_path / "a" / "results.json").read_text())["augmentation"]
+    assert recorded["blur"] == 1.0 and recorded["brightness"] == 0.5 and recorded["mixup"] == 0.5
     a = load_model(tmp_path / "a" / "model.pt").model.state_dict()
     b = load_model(tmp_path / "b" / "model.pt").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -179,6 +182,39 @@ def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
     mb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "elapsed_s"} for l in lines]  # noqa: E731
     assert strip(ma) == strip(mb)
+
+
+def test_blur_keeps_mean_and_range_and_softens_edges():
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    x = (torch.rand(32, 1, 12, 12, generator=torch.Generator().manual_seed(0)) > 0.5).float()  # binary
+    assert random_blur(x, 0.0, g()) is x
+    y = random_blur(x, 1.0, g())
+    assert torch.equal(y, random_blur(x, 1.0, g())) and y.shape == x.shape
+    assert 0 <= y.min() and y.max() <= 1
+    # normalised kernel: a flat image stays flat; a binary one gains grey levels
+    flat = torch.full((4, 3, 8, 8), 0.3)
+    assert torch.allclose(random_blur(flat, 1.0, g()), flat, atol=1e-6)
+    grey = lambda t: ((t > 0.01) & (t < 0.99)).float().mean()  # noqa: E731
+    assert grey(x) == 0 and grey(y) > 0.2
+    # horizontal differences shrink (a low-pass filter), image by image
+    tv = lambda t: (t[..., 1:] - t[..., :-1]).abs().flatten(1).sum(1)  # noqa: E731
+    assert (tv(y) <= tv(x) + 1e-5).all() and tv(y).sum() < 0.9 * tv(x).sum()
+
+
+def test_brightness_scales_each_image_within_the_bound():
+    x = torch.rand(256, 1, 4, 4, generator=torch.Generator().manual_seed(0)) + 0.1
+    assert random_brightness(x, 0.0, torch.Generator()) is x
+    y = random_brightness(x, 0.7, torch.Generator().manual_seed(1))
+    ratio = (y / x).flatten(1)
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)  # one factor per image
+    factors = ratio[:, 0]
+    assert factors.min() >= 0.3 - 1e-6 and factors.max() <= 1 + 1e-6 and factors.std() > 0.1
+    # augment_batch applies both only when asked, reproducibly
+    plain = augment_batch(x, 0, False, torch.Generator().manual_seed(2))
+    assert torch.equal(plain, x)
+    a = augment_batch(x, 0, False, torch.Generator().manual_seed(2), blur=1.0, brightness=0.7)
+    assert torch.equal(a, augment_batch(x, 0, False, torch.Generator().manual_seed(2), blur=1.0, brightness=0.7))
+    assert not torch.equal(a, x)
 
 
 def test_mixup_blends_pairs_reproducibly():

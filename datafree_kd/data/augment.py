@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -26,12 +28,45 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Te
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian blur with a per-image sigma ~ U(0, ``max_sigma``) pixels (separable, borders
+    replicated); sigma near 0 leaves the image as it is. Grey edges the teacher then labels."""
+    if max_sigma <= 0:
+        return x
+    n, c = x.shape[:2]
+    radius = max(1, math.ceil(2 * max_sigma))
+    sigma = (torch.rand(n, generator=generator) * max_sigma).clamp_min(1e-3)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).to(device=x.device, dtype=x.dtype).repeat_interleave(c, 0)
+    flat = x.reshape(1, n * c, *x.shape[2:])  # one group per image channel
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=n * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=n * c)
+    return flat.reshape_as(x)
+
+
+def random_brightness(x: torch.Tensor, max_drop: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Scale each image by a factor ~ U(1 - ``max_drop``, 1): darker copies stay in [0, 1]."""
+    if max_drop <= 0:
+        return x
+    factor = 1 - torch.rand(x.shape[0], generator=generator) * max_drop
+    return x * factor.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
 def augment_batch(
-    x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Generator | None
+    x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Generator | None,
+    blur: float = 0.0, brightness: float = 0.0,
 ) -> torch.Tensor:
-    """Standard light augmentation: random crop with padding, then optional horizontal flip."""
+    """Random crop with padding, optional horizontal flip, then the photometric pair (blur up to
+    ``blur`` sigma, darkening by up to ``brightness``), each off at 0.
+
+    The photometric pair is for distillation from synthetic sets: inversion images of a teacher
+    without BatchNorm are near-binary, and blurred, dimmed copies that the teacher labels afresh
+    add the grey levels real images have (measured in ``results/datafree-lenet5/``)."""
     x = random_crop(x, crop_padding, generator)
-    return random_hflip(x, generator) if hflip else x
+    x = random_hflip(x, generator) if hflip else x
+    x = random_blur(x, blur, generator)
+    return random_brightness(x, brightness, generator)
 
 
 def mixup_images(x: torch.Tensor, alpha: float, generator: torch.Generator | None) -> torch.Tensor:
