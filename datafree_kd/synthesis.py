@@ -163,7 +163,9 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     timings["cpu_s"] += time.process_time() - cpu_began
     preview = transfer.write_preview() if cfg.preview else None
     results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
-    results.update({"options": options, "method_choice": choice})
+    from generators.default import distill_recipe
+
+    results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model)})
     run.write_results(results)
     return results
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import train_toy_teacher
+from datafree_kd.config import load_yaml
 from datafree_kd.distillation import DistillConfig, run_distillation
 from datafree_kd.errors import ConfigError, DatasetError
 from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
@@ -142,6 +144,18 @@ def test_default_method_depends_on_batchnorm():
         assert not getattr(SYNTHESIZERS.get(choice.method), "online", False)
 
 
+def test_recommended_distill_recipe_is_a_shipped_config_per_teacher_kind():
+    from conftest import fitted_bn_lenet
+    from datafree_kd.models import create_model
+    from generators.default import distill_recipe
+
+    bn, plain = distill_recipe(fitted_bn_lenet()), distill_recipe(create_model("lenet5", 10, 1, 28))
+    assert bn.endswith("transfer-neighbours.yaml") and plain.endswith("transfer-neighbours-grey.yaml")
+    repo = Path(__file__).resolve().parents[1]
+    plain_cfg = load_yaml(repo / plain)
+    assert load_yaml(repo / bn).get("blur", 0) == 0 and plain_cfg["blur"] > 0 and plain_cfg["brightness"] > 0
+
+
 def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path):
     _, teacher = toy  # a plain lenet5: no BatchNorm, so the default is dafl
     cfg = SynthesizeConfig(teacher=str(teacher), n=64, batch_size=32, shard_size=64, device="cpu",
@@ -152,6 +166,7 @@ def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path
     assert results["method"] == transfer.meta["synthesizer"] == "dafl"
     assert results["options"]["fit_steps"] == 2 and results["options"]["lr"] == 0.02
     assert results["method_choice"].startswith("auto:") and len(transfer) == 64
+    assert results["distill_recipe"].endswith("transfer-neighbours-grey.yaml")
     again = run_synthesis(cfg, tmp_path / "auto")  # a re-run resumes the same set, nothing new
     assert again["count"] == 64
     # what is compared on resume is what made the images, not how the method was spelt

@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_table([(k, results[k]) for k in ("method", "count", "mean_teacher_confidence",
                                                   "class_balance_entropy_ratio", "fit_time_s", "generate_time_s")]))
     print(f"transfer set: {results['path']}")
-    print(f"distil with: dfkd distill --teacher {cfg.teacher} --source transfer:{results['path']} "
-          "epochs=200 mixup=1 --out DIR   (the measured recipe for 20k images; see README)")
+    print(f"distil with: dfkd distill --config {results['distill_recipe']} --teacher {cfg.teacher} "
+          f"--source transfer:{results['path']} --out DIR   (the measured recipe for this teacher; see README)")
     return 0
