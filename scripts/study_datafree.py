@@ -105,6 +105,8 @@ def check_plan(rows: list[dict[str, Any]]) -> None:
     would otherwise synthesize a fresh set under the misspelt name)."""
     made: dict[str, dict[str, Any]] = {}
     for row in rows:
+        if "," in row["name"]:  # --only takes comma-separated names
+            raise ConfigError(f"row {row['name']!r}: a row name cannot contain ','")
         other = row.get("set_of")
         if other is not None:
             if other not in made:
@@ -143,6 +145,9 @@ def main() -> None:
         parser.error(f"{args.plan}: {exc}")
     seeds = args.seeds
     only = {s for s in args.only.split(",") if s}
+    unknown = sorted(only - {row["name"] for row in plan["rows"]})
+    if unknown:  # a misspelt name would otherwise run nothing, or only part of what was meant
+        parser.error(f"--only: no row named {', '.join(map(repr, unknown))} in {args.plan}")
     runs, out = Path(args.runs), Path(args.out)
     summary_path = out / "summary.json"
     order = [row["name"] for row in plan["rows"]]

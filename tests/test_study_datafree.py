@@ -90,3 +90,18 @@ def test_a_plan_whose_set_of_names_no_matching_row_is_refused_in_one_line(tmp_pa
         study.main()
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 2 and "set_of 'a' is not an earlier materialising row" in err
+
+
+def test_only_names_must_be_rows_of_the_plan_and_names_cannot_hold_commas(tmp_path, monkeypatch, capsys):
+    study = _study()
+    with pytest.raises(ConfigError, match="cannot contain ','"):
+        study.check_plan([{"name": "kd, T 2", "kind": "real"}])
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("rows:\n  - {name: kd-real, kind: real}\n")
+    monkeypatch.setattr("sys.argv", ["study_datafree.py", "--teacher", "t.pt", "--plan", str(plan),
+                                     "--only", "kd-real,kd-rael", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        study.main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and "no row named 'kd-rael'" in err
+    assert not (tmp_path / "out").exists()  # nothing ran
