@@ -59,6 +59,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     objective: str = "kd=1"
     term_options: dict[str, Any] = field(default_factory=dict)
     synthesizer_options: dict[str, Any] = field(default_factory=dict)
+    #: sizes of an online synthesizer: ``cpu`` (the defaults) or ``paper`` (its published sizes)
+    preset: str = "cpu"
     transfer_size: int = 0
     dataset: str | None = None
     data_root: str | None = None
@@ -99,6 +101,11 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError(f"unknown source {self.source!r}; use real, transfer:DIR or online:METHOD")
         if kind != "real" and ":" not in self.source:
             raise ConfigError(f"source {self.source!r} needs a target, e.g. online:noise")
+        from generators.base import check_preset
+
+        if check_preset(self.preset) != "cpu" and kind != "online":
+            raise ConfigError(f"preset={self.preset} sizes an online synthesizer; source {self.source!r} has "
+                              "none (give it to `dfkd synthesize`, which made the set)")
 
     @property
     def data_free(self) -> bool:
@@ -129,12 +136,13 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
         return RealDataSource(load_dataset(cfg.dataset or info.name, "train", cfg.data_root, cfg.download))
     if kind == "online":
         from generators import SYNTHESIZERS
+        from generators.base import preset_options
 
         factory = SYNTHESIZERS.get(target)
         if not getattr(factory, "online", False):
             raise ConfigError(f"synthesizer {target!r} is not an online method; synthesize a transfer set first")
         try:
-            synthesizer = factory(info, **cfg.synthesizer_options)
+            synthesizer = factory(info, **preset_options(factory, cfg.preset, cfg.synthesizer_options))
         except TypeError as exc:
             raise ConfigError(f"bad synthesizer_options for {target!r}: {exc}") from None
         return OnlineSource(synthesizer, cfg.source)

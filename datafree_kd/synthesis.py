@@ -38,6 +38,8 @@ class SynthesizeConfig(RuntimeSettings):
     data_root: str | None = None
     method: str = DEFAULT_METHOD
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``cpu`` (defaults sized for two cores) or ``paper`` (each method's published sizes; GPU)
+    preset: str = "cpu"
     n: int = 20000
     batch_size: int = 256
     dtype: str = "uint8"
@@ -53,6 +55,9 @@ class SynthesizeConfig(RuntimeSettings):
             raise ConfigError("shard_size must be a multiple of batch_size (resume restarts at a shard boundary)")
         if self.dtype not in ("uint8", "float16"):
             raise ConfigError("dtype must be uint8 or float16")
+        from generators.base import check_preset
+
+        check_preset(self.preset)
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -85,12 +90,19 @@ def build_synthesizer(method: str, info: Any, options: dict[str, Any]) -> Any:
 
 
 def resolve_method(cfg: SynthesizeConfig, teacher: torch.nn.Module) -> tuple[str, dict[str, Any], str]:
-    """``(method, options, why)``: ``auto`` picks the measured default for this teacher."""
+    """``(method, options, why)``: ``auto`` picks the measured default for this teacher; the
+    ``paper`` preset replaces the measured CPU options with the method's published sizes."""
+    from generators import SYNTHESIZERS
+    from generators.base import preset_options
+
     if cfg.method != AUTO:
-        return cfg.method, dict(cfg.options), "given"
+        return cfg.method, preset_options(SYNTHESIZERS.get(cfg.method), cfg.preset, cfg.options), "given"
     from generators.default import choose_default
 
     method, options, reason = choose_default(teacher, cfg.options)
+    if cfg.preset != "cpu":
+        options = preset_options(SYNTHESIZERS.get(method), cfg.preset, cfg.options)
+        reason += f"; {cfg.preset} preset"
     print(f"method: {method} (auto: {reason})")
     return method, options, f"auto: {reason}"
 

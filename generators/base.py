@@ -7,12 +7,13 @@ against the student inside the Distiller's loop. The Distiller only needs the on
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
 
 from datafree_kd.data.info import DatasetInfo
+from datafree_kd.errors import ConfigError
 from datafree_kd.registry import Registry
 
 TeacherFn = Callable[[torch.Tensor], torch.Tensor]
@@ -28,6 +29,8 @@ class OnlineSynthesizer(nn.Module):
 
     name: str = ""
     online: bool = True
+    #: options that restore the paper's sizes (``preset=paper``); the defaults are sized for a CPU
+    paper_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, info: DatasetInfo) -> None:
         super().__init__()
@@ -56,6 +59,22 @@ class OnlineSynthesizer(nn.Module):
 
 SYNTHESIZERS: Registry[Any] = Registry("synthesizer")
 
+#: ``cpu``: the class defaults, sized for accuracy per CPU-minute on two cores; ``paper``: each
+#: method's ``paper_options`` on top (the published generator width, iterations, batch), for GPUs.
+PRESETS = ("cpu", "paper")
+
+
+def check_preset(preset: str) -> str:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    return preset
+
+
+def preset_options(factory: Any, preset: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options a synthesizer is built with: the preset's first, the user's on top, key by key."""
+    base = dict(getattr(factory, "paper_options", {})) if check_preset(preset) == "paper" else {}
+    return {**base, **options}
+
 
 def register_synthesizer(name: str) -> Callable[[type], type]:
     def decorator(cls: type) -> type:
@@ -75,6 +94,8 @@ class MaterializingSynthesizer(nn.Module):
 
     name: str = ""
     online: bool = False
+    #: options that restore the paper's sizes (``preset=paper``); the defaults are sized for a CPU
+    paper_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, info: DatasetInfo) -> None:
         super().__init__()

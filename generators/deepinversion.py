@@ -425,6 +425,9 @@ class DeepInversion(MaterializingSynthesizer):
     batch's targets and per-iteration losses.
     """
 
+    #: the paper's 2k pixel iterations per batch (ours: 100)
+    paper_options = {"iterations": 2000}
+
     def __init__(self, info: DatasetInfo, **options: Any) -> None:
         super().__init__(info)
         self.settings, rest = split_settings(options)
@@ -479,6 +482,9 @@ class AdaptiveDeepInversionOnline(OnlineSynthesizer):
     ``pool_size`` images; ``sample`` draws from that pool. Inversion options as
     :class:`InversionSettings` (``competition_weight`` defaults to 0.2 here).
     """
+
+    #: the paper's 2k pixel iterations per batch (ours: 100)
+    paper_options = {"iterations": 2000}
 
     def __init__(self, info: DatasetInfo, refresh_every: int = 10, pool_size: int = 4096, **options: Any) -> None:
         super().__init__(info)

@@ -283,6 +283,9 @@ class FastMeta(_StudentHolder, _FastCore, MaterializingSynthesizer):
     ``fit_batch_size`` (128) and ``continual`` (False; see the module docstring).
     """
 
+    #: the official generator's width (64, doubled in its first block; ours defaults to 64 there)
+    paper_options = {"base_channels": 128}
+
     def __init__(
         self,
         info: DatasetInfo,
@@ -339,6 +342,9 @@ class FastMetaOnline(_FastCore, OnlineSynthesizer):
     ``refresh_every`` steps (the first call included), its images pushed into a FIFO pool of
     ``pool_size`` that ``sample`` draws from. ``adv_weight`` defaults to 1.1 here (official).
     """
+
+    #: the official generator's width (64, doubled in its first block; ours defaults to 64 there)
+    paper_options = {"base_channels": 128}
 
     def __init__(self, info: DatasetInfo, refresh_every: int = 10, pool_size: int = 4096, **options: Any) -> None:
         OnlineSynthesizer.__init__(self, info)

@@ -20,6 +20,9 @@ class RandomGenerator(MaterializingSynthesizer):
     """A :class:`DCGANGenerator` that is never trained; ``fit`` only draws its weights from the
     run's seeded generator (so the set is fixed by the seed), ``generate`` samples it."""
 
+    #: the untrained twin of DAFL's paper-sized generator
+    paper_options = {"base_channels": 128}
+
     def __init__(self, info: DatasetInfo, latent_dim: int = 100, base_channels: int = 64) -> None:
         super().__init__(info)
         self.generator = DCGANGenerator.for_info(info, latent_dim, base_channels)

@@ -135,6 +135,16 @@ def test_unknown_arch_and_bad_override_errors(tmp_path, trained):
                                 "--out", str(tmp_path / "t"), "epochs=many"), "epochs")
 
 
+def test_preset_flag(tmp_path, trained):
+    _, teacher, _ = trained
+    _assert_one_line_error(dfkd("distill", "--teacher", str(teacher / "model.pt"), "--source",
+                                f"transfer:{tmp_path}", "--preset", "paper", "--out", str(tmp_path / "d")),
+                           "sizes an online synthesizer")
+    assert not (tmp_path / "d").exists()
+    proc = dfkd("synthesize", "--teacher", str(teacher / "model.pt"), "--preset", "huge", "--out", str(tmp_path / "s"))
+    assert proc.returncode == 2 and "invalid choice: 'huge'" in proc.stderr and not (tmp_path / "s").exists()
+
+
 def test_list_commands():
     proc = dfkd("list", "models")
     assert proc.returncode == 0 and "resnet20" in proc.stdout and "lenet5_half" in proc.stdout

@@ -106,6 +106,43 @@ def test_every_synthesizer_emits_unit_range_images(name, device, teacher):
     assert is_frozen(teacher) and no_grads(teacher, student)
 
 
+def _option_value(synth: nn.Module, key: str):
+    """Where a built synthesizer keeps option ``key``: itself, its settings or its generator network."""
+    for holder in (synth, getattr(synth, "settings", None), getattr(synth, "generator", None)):
+        if holder is not None and hasattr(holder, key):
+            return getattr(holder, key)
+    raise AssertionError(f"{type(synth).__name__} does not expose option {key!r}")
+
+
+@pytest.mark.parametrize("name", SYNTHESIZERS.names())
+def test_paper_preset_builds_and_changes_every_synthesizer(name):
+    """Each method's published sizes are real options of it, and differ from the CPU defaults."""
+    from generators.base import preset_options
+
+    factory = SYNTHESIZERS.get(name)
+    assert preset_options(factory, "cpu", {"x": 1}) == {"x": 1}
+    paper = preset_options(factory, "paper", {})
+    assert paper == factory.paper_options
+    if name == "noise":
+        assert paper == {}  # nothing to size
+        return
+    assert paper, f"{name} has no paper sizes"
+    cpu_built, paper_built = factory(INFO), factory(INFO, **paper)
+    for key, value in paper.items():
+        assert _option_value(paper_built, key) == value
+        assert _option_value(cpu_built, key) != value, (name, key)
+
+
+def test_preset_options_let_the_user_win_and_refuse_unknown_presets():
+    from generators.base import preset_options
+
+    dafl = SYNTHESIZERS.get("dafl")
+    assert preset_options(dafl, "paper", {"fit_steps": 3})["fit_steps"] == 3
+    assert preset_options(dafl, "paper", {"fit_steps": 3})["base_channels"] == 128
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        preset_options(dafl, "huge", {})
+
+
 # --------------------------------------------------------------------------- the generator network
 
 

@@ -186,3 +186,34 @@ def test_a_set_made_under_an_older_default_is_not_continued(toy, tmp_path, monke
     monkeypatch.setitem(default.DEFAULTS, "plain", changed)
     with pytest.raises(ConfigError, match="different options"):
         run_synthesis(SynthesizeConfig(**{**cfg.__dict__, "n": 64}), tmp_path / "old")
+
+
+def test_paper_preset_replaces_the_measured_cpu_options(toy, tmp_path):
+    _, teacher = toy  # plain lenet5: auto picks dafl; the paper preset drops the measured lr 0.02 / 800 steps
+    from generators.dafl import DAFL
+
+    cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu", preset="paper",
+                           options={"fit_steps": 2, "base_channels": 8})
+    results = run_synthesis(cfg, tmp_path / "paper")
+    assert results["method"] == "dafl" and "paper preset" in results["method_choice"]
+    assert results["options"] == {**DAFL.paper_options, "fit_steps": 2, "base_channels": 8}
+    given = SynthesizeConfig(**{**cfg.__dict__, "method": "dafl"})
+    assert run_synthesis(given, tmp_path / "paper")["count"] == 32  # same resolved options: resumes
+    with pytest.raises(ConfigError, match="unknown preset"):
+        run_synthesis(SynthesizeConfig(**{**cfg.__dict__, "preset": "gpu"}), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_distill_preset_sizes_online_synthesizers_only(toy, tmp_path):
+    from datafree_kd.distillation import make_source
+    from datafree_kd.data.info import DatasetInfo
+
+    _, teacher = toy
+    info = DatasetInfo("toy", 10, 1, 28, (0.5,), (0.5,))
+    online = DistillConfig(teacher=str(teacher), source="online:dfad", steps=1, preset="paper")
+    online.validate()
+    assert make_source(online, info).synthesizer.generator.base_channels == 128
+    mine = DistillConfig(**{**online.__dict__, "synthesizer_options": {"base_channels": 8}})
+    assert make_source(mine, info).synthesizer.generator.base_channels == 8
+    with pytest.raises(ConfigError, match="sizes an online synthesizer"):
+        DistillConfig(teacher=str(teacher), source=f"transfer:{tmp_path}", steps=1, preset="paper").validate()

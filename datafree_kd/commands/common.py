@@ -27,3 +27,12 @@ def resolve_config(
     user = merge(user, {k: v for k, v in flags.items() if v is not None})
     user = merge(user, parse_overrides(args.overrides))
     return config_from_dict(cls, merge(defaults(user), user))
+
+
+def add_preset_argument(parser: argparse.ArgumentParser) -> None:
+    """``--preset``: the synthesizers' CPU-sized defaults or their published (paper) sizes."""
+    from generators.base import PRESETS
+
+    parser.add_argument("--preset", choices=PRESETS,
+                        help="cpu: synthesizer defaults sized for two cores (default); "
+                             "paper: each method's published sizes, for a GPU")

@@ -6,7 +6,7 @@ import argparse
 
 from ..distillation import DistillConfig, run_distillation
 from ..summary import format_table, results_summary
-from .common import add_config_arguments, resolve_config
+from .common import add_config_arguments, add_preset_argument, resolve_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--epochs", type=int)
     d.add_argument("--seed", type=int)
     d.add_argument("--device")
+    add_preset_argument(d)
     d.add_argument("--resume", action="store_true", help="continue from DIR/last.pt if present")
     add_config_arguments(d)
     d.set_defaults(func=run)
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = ("teacher", "teacher_arch", "student", "source", "objective", "dataset", "data_root",
-             "steps", "epochs", "seed", "device")
+             "steps", "epochs", "seed", "device", "preset")
     cfg = resolve_config(DistillConfig, args, {k: getattr(args, k) for k in names})
     results = run_distillation(cfg, args.out, resume=args.resume)
     print(results_summary(results))

@@ -6,7 +6,7 @@ import argparse
 
 from ..summary import format_table
 from ..synthesis import SynthesizeConfig, run_synthesis
-from .common import add_config_arguments, resolve_config
+from .common import add_config_arguments, add_preset_argument, resolve_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,12 +19,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", dest="batch_size", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--device")
+    add_preset_argument(s)
     add_config_arguments(s)
     s.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device")
+    names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device", "preset")
     cfg = resolve_config(SynthesizeConfig, args, {k: getattr(args, k) for k in names})
     results = run_synthesis(cfg, args.out)
     print(format_table([(k, results[k]) for k in ("method", "count", "mean_teacher_confidence",
