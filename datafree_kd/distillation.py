@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .evaluation import evaluate_classifier, predict
 from .losses import Objective
 from .metrics import top1_accuracy
+from .models.slicing import init_from_teacher
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
 from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
@@ -55,6 +56,9 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     teacher_arch: str | None = None
     ensemble: str = "mean"
     student: str = "lenet5_half"
+    #: ``random`` or ``teacher``: start each student from the teacher's strongest units (chain
+    #: networks of the teacher's family only; :mod:`datafree_kd.models.slicing`)
+    student_init: str = "random"
     source: str = "real"
     objective: str = "kd=1"
     term_options: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +98,10 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
         for name in non_negative:
             if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.student_init not in ("random", "teacher"):
+            raise ConfigError(f"student_init must be random or teacher, got {self.student_init!r}")
+        if self.student_init == "teacher" and "," in self.teacher:
+            raise ConfigError("student_init=teacher needs one teacher, not an ensemble")
         if not 0 <= self.brightness <= 1:
             raise ConfigError(f"brightness is a maximum darkening in [0, 1], got {self.brightness}")
         kind = self.source.split(":", 1)[0]
@@ -206,6 +214,9 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
         StudentSlot(f"student{i}", spec.build().to(device), Objective.from_spec(cfg.objective, cfg.term_options))
         for i, spec in enumerate(specs)
     ]
+    if cfg.student_init == "teacher":
+        for slot in slots:
+            init_from_teacher(slot.model, teacher)
     recipe = recipe_for(test_set.info.name, archs[0])
     crop = cfg.crop_padding if cfg.crop_padding is not None else int(recipe.get("crop_padding", 0))
     hflip = cfg.hflip if cfg.hflip is not None else bool(recipe.get("hflip", False))
@@ -290,6 +301,7 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "steps": steps,
         "accuracy_is": "last-step",
         "augmentation": augmentation,
+        "student_init": cfg.student_init,
         "train_time_s": elapsed,
         "device": str(device),
         "students": students,

@@ -130,12 +130,24 @@ def test_confidence_weighting_prefers_the_sure_teacher():
     [({"teacher": ""}, "no teacher"), ({"source": "online"}, "needs a target"), ({"source": "web"}, "unknown source"),
      ({"steps": 0, "epochs": 0}, "steps > 0"), ({"objective": "kd=x"}, "not a number"),
      ({"mixup": -0.5}, "mixup must be >= 0"), ({"blur": -1.0}, "blur must be >= 0"),
-     ({"brightness": 1.5}, "brightness is a maximum darkening in")],
+     ({"brightness": 1.5}, "brightness is a maximum darkening in"),
+     ({"student_init": "imagenet"}, "student_init must be random or teacher"),
+     ({"student_init": "teacher", "teacher": "a.pt,b.pt"}, "needs one teacher"),
+     ({"student_init": "teacher"}, "different layers")],  # lenet5_half has no BN; the toy teacher has
 )
 def test_bad_configs(toy_teacher, tmp_path, kw, message):
     data, teacher = toy_teacher
     with pytest.raises(ConfigError, match=message):
         run_distillation(_cfg(data, teacher, **kw), tmp_path / "bad")
+
+
+def test_student_started_from_the_teacher_agrees_with_it_from_the_first_step(toy_teacher, tmp_path):
+    data, teacher = toy_teacher  # lenet5_bn -> a lenet5_bn student: every unit kept, so a copy
+    common = dict(student="lenet5_bn", source="online:noise", steps=1, lr=1e-9, eval_every=0)
+    copied = run_distillation(_cfg(data, teacher, student_init="teacher", **common), tmp_path / "copy")
+    fresh = run_distillation(_cfg(data, teacher, **common), tmp_path / "fresh")
+    assert copied["student_init"] == "teacher" and fresh["student_init"] == "random"
+    assert copied["agreement"] > 0.95 > fresh["agreement"]
 
 
 def test_class_mismatch_between_teacher_and_dataset(toy_teacher, tmp_path):

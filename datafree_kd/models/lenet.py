@@ -17,6 +17,10 @@ class LeNet5(nn.Module):
     so the same class serves 28 px (MNIST-like) and 32 px (CIFAR-like) inputs.
     """
 
+    #: every parametrised layer feeds the next (no skips), so a narrower LeNet-5 can be sliced from
+    #: a wider one (``student_init=teacher``, :mod:`datafree_kd.models.slicing`)
+    is_chain = True
+
     def __init__(
         self,
         num_classes: int = 10,

@@ -1,0 +1,99 @@
+"""student_init=teacher: a narrower chain network sliced from its teacher's strongest units."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from datafree_kd.errors import ConfigError
+from datafree_kd.models import create_model
+from datafree_kd.models.lenet import LeNet5
+from datafree_kd.models.slicing import init_from_teacher
+
+HALF = (3, 8, 60, 42)
+
+
+def _randomised(model: nn.Module, seed: int) -> nn.Module:
+    """Random weights *and* BN statistics, so slicing mistakes cannot hide behind a fresh init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + [b for n, b in model.named_buffers() if "running" in n]:
+            tensor.copy_(torch.randn(tensor.shape, generator=g) * 0.3)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def _masked(teacher: nn.Module, kept_student: nn.Module) -> nn.Module:
+    """The teacher with every unit the student did not keep zeroed (weights, bias, BN affine)."""
+    masked = copy.deepcopy(teacher)
+    t_layers = [m for m in masked.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    s_layers = [m for m in kept_student.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    modules = list(masked.modules())
+    with torch.no_grad():
+        for t, s in zip(t_layers[:-1], s_layers[:-1]):
+            scores = t.weight.abs().flatten(1).sum(1)
+            dropped = scores.argsort(descending=True)[s.weight.shape[0]:]
+            t.weight[dropped] = 0
+            if t.bias is not None:
+                t.bias[dropped] = 0
+            following = modules[modules.index(t) + 1]
+            if isinstance(following, nn.BatchNorm2d | nn.BatchNorm1d):
+                following.weight[dropped] = 0
+                following.bias[dropped] = 0
+    return masked
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_sliced_student_computes_the_teacher_with_dropped_units_zeroed(batchnorm):
+    teacher = _randomised(LeNet5(10, 1, 28, batchnorm=batchnorm), 0)
+    student = LeNet5(10, 1, 28, widths=HALF, batchnorm=batchnorm).eval()
+    kept = init_from_teacher(student, teacher)
+    assert list(kept.values()) == [3, 8, 60, 42, 10]
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    expected = _masked(teacher, student)(x)
+    assert torch.allclose(student(x), expected, atol=1e-5)
+    assert not torch.allclose(student(x), teacher(x), atol=1e-3)  # something was dropped
+
+
+def test_same_width_copies_the_teacher_exactly():
+    teacher = create_model("lenet5", 10, 1, 28).eval()
+    student = create_model("lenet5", 10, 1, 28).eval()
+    init_from_teacher(student, teacher)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(student(x), teacher(x))
+
+
+def test_the_strongest_filters_are_kept_in_order():
+    teacher = _randomised(LeNet5(10, 1, 28), 3)
+    student = LeNet5(10, 1, 28, widths=HALF)
+    init_from_teacher(student, teacher)
+    top = teacher.features[0].weight.abs().flatten(1).sum(1).topk(3).indices.sort().values
+    assert torch.equal(student.features[0].weight, teacher.features[0].weight[top])
+
+
+@pytest.mark.parametrize("student_arch,teacher_arch,message", [
+    ("resnet20", "resnet20", "chain network"),
+    ("lenet5_half", "resnet20", "teacher's family"),
+    ("lenet5", "lenet5_half", "narrower copy"),
+    ("lenet5_half", "lenet5_bn", "different layers"),
+])
+def test_pairs_that_cannot_be_sliced_are_refused(student_arch, teacher_arch, message):
+    student, teacher = create_model(student_arch, 10, 1, 28), create_model(teacher_arch, 10, 1, 28)
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(ConfigError, match=message):
+        init_from_teacher(student, teacher)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # nothing half-copied
+
+
+def test_a_layer_refused_late_leaves_the_student_untouched():
+    teacher = LeNet5(10, 1, 28)
+    student = LeNet5(10, 1, 28, widths=(3, 8, 200, 42))  # classifier.0 wider than the teacher's 120
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(ConfigError, match="classifier.0.*narrower copy"):
+        init_from_teacher(student, teacher)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
