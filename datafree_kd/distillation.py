@@ -19,13 +19,14 @@ from .checkpoint import ModelSpec, check_compatible, save_model
 from .config import config_to_dict
 from .data import forbid_training_data, load_dataset
 from .data.info import DatasetInfo
+from .data.augment import augment_batch, mixup_images
 from .distiller import Distiller, LoopSettings, StudentSlot, WindowAverage
 from .ensemble import TeacherEnsemble
 from .errors import ConfigError
 from .evaluation import evaluate_classifier, predict
 from .losses import Objective
 from .metrics import top1_accuracy
-from .models.slicing import init_from_teacher
+from .models.slicing import init_from_teacher, refit_to_teacher
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
 from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
@@ -59,6 +60,9 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: ``random`` or ``teacher``: start each student from the teacher's strongest units (chain
     #: networks of the teacher's family only; :mod:`datafree_kd.models.slicing`)
     student_init: str = "random"
+    #: with ``student_init=teacher``: refit the sliced layers on this many source images plus one
+    #: augmented copy of each (0: slice only)
+    init_images: int = 0
     source: str = "real"
     objective: str = "kd=1"
     term_options: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +106,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError(f"student_init must be random or teacher, got {self.student_init!r}")
         if self.student_init == "teacher" and "," in self.teacher:
             raise ConfigError("student_init=teacher needs one teacher, not an ensemble")
+        if self.init_images < 0 or (self.init_images and self.student_init != "teacher"):
+            raise ConfigError(f"init_images must be >= 0 and needs student_init=teacher, got {self.init_images}")
         if not 0 <= self.brightness <= 1:
             raise ConfigError(f"brightness is a maximum darkening in [0, 1], got {self.brightness}")
         kind = self.source.split(":", 1)[0]
@@ -178,6 +184,27 @@ def total_steps(cfg: DistillConfig, source: BatchSource) -> int:
     return cfg.epochs * per_epoch
 
 
+def _start_from_teacher(cfg: DistillConfig, slots: list[StudentSlot], teacher: torch.nn.Module,
+                        source: BatchSource, settings: LoopSettings, device: torch.device) -> None:
+    """``student_init=teacher``: slice each student from the teacher's strongest units; with
+    ``init_images``, refit the slices on the source's first images plus one copy of each made by
+    the run's own augmentation (drawn from a generator of the run seed, so the data order and
+    every later draw are the same as without it)."""
+    images = None
+    if cfg.init_images:
+        data = getattr(source, "data", None)
+        if data is None:
+            raise ConfigError("init_images needs images to fit on: a transfer:DIR (or real) source, not an online one")
+        originals = data.as_float(data.images[: cfg.init_images]).to(device)
+        g = torch.Generator().manual_seed(cfg.seed)
+        copies = augment_batch(originals, settings.crop_padding, settings.hflip, g, settings.blur, settings.brightness)
+        images = torch.cat([originals, mixup_images(copies, settings.mixup, g)])
+    for slot in slots:
+        kept = init_from_teacher(slot.model, teacher)
+        if images is not None:
+            refit_to_teacher(slot.model, teacher, images, kept, seed=cfg.seed)
+
+
 def run_distillation(cfg: DistillConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train the student(s) of ``cfg`` into run directory ``out``; return the results dict."""
     cfg.validate()
@@ -214,13 +241,12 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
         StudentSlot(f"student{i}", spec.build().to(device), Objective.from_spec(cfg.objective, cfg.term_options))
         for i, spec in enumerate(specs)
     ]
-    if cfg.student_init == "teacher":
-        for slot in slots:
-            init_from_teacher(slot.model, teacher)
     recipe = recipe_for(test_set.info.name, archs[0])
     crop = cfg.crop_padding if cfg.crop_padding is not None else int(recipe.get("crop_padding", 0))
     hflip = cfg.hflip if cfg.hflip is not None else bool(recipe.get("hflip", False))
     settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, crop, hflip, cfg.mixup, cfg.blur, cfg.brightness)
+    if cfg.student_init == "teacher":
+        _start_from_teacher(cfg, slots, teacher, source, settings, device)
     distiller = Distiller(teacher, slots, source, settings, device)
     distiller.setup_objectives(info.shape)
     for slot in slots:
@@ -302,6 +328,7 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "accuracy_is": "last-step",
         "augmentation": augmentation,
         "student_init": cfg.student_init,
+        "init_images": cfg.init_images,
         "train_time_s": elapsed,
         "device": str(device),
         "students": students,

@@ -70,8 +70,17 @@ def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) ->
     return choice.method, {**choice.options, **(options or {})}, choice.reason
 
 
+#: for a BN-free *chain* teacher (the LeNet-5 family) whose sets go to a narrower copy of it: the
+#: grey recipe with the student started from the teacher's strongest units (``student_init``)
+CHAIN_RECIPE = "configs/distill/transfer-neighbours-grey-init.yaml"
+
+
 def distill_recipe(teacher: nn.Module) -> str:
     """The shipped ``dfkd distill --config`` measured best for sets from this kind of teacher:
     grey-level copies (blur, brightness) help near-binary DAFL images of a BN-free teacher (0.914 x
-    against 0.866 x over three seeds) and hurt BN-matched ones (-3.6 points on one seed)."""
-    return DEFAULTS[_kind(teacher)].recipe
+    against 0.866 x over three seeds) and hurt BN-matched ones (-3.6 points on one seed); a chain
+    teacher (LeNet-5 family) also hands its strongest units to the student (README)."""
+    kind = _kind(teacher)
+    if kind == "plain" and getattr(getattr(teacher, "net", teacher), "is_chain", False):
+        return CHAIN_RECIPE
+    return DEFAULTS[kind].recipe

@@ -133,7 +133,10 @@ def test_confidence_weighting_prefers_the_sure_teacher():
      ({"brightness": 1.5}, "brightness is a maximum darkening in"),
      ({"student_init": "imagenet"}, "student_init must be random or teacher"),
      ({"student_init": "teacher", "teacher": "a.pt,b.pt"}, "needs one teacher"),
-     ({"student_init": "teacher"}, "different layers")],  # lenet5_half has no BN; the toy teacher has
+     ({"student_init": "teacher"}, "different layers"),
+     ({"init_images": 10}, "needs student_init=teacher"),
+     ({"student_init": "teacher", "student": "lenet5_bn", "init_images": 10, "source": "online:noise", "steps": 1},
+      "init_images needs images to fit on")],  # lenet5_half has no BN; the toy teacher has
 )
 def test_bad_configs(toy_teacher, tmp_path, kw, message):
     data, teacher = toy_teacher
@@ -148,6 +151,22 @@ def test_student_started_from_the_teacher_agrees_with_it_from_the_first_step(toy
     fresh = run_distillation(_cfg(data, teacher, **common), tmp_path / "fresh")
     assert copied["student_init"] == "teacher" and fresh["student_init"] == "random"
     assert copied["agreement"] > 0.95 > fresh["agreement"]
+
+
+def test_refit_on_transfer_images_is_recorded_and_keeps_the_run_deterministic(toy_teacher, tmp_path):
+    data, teacher = toy_teacher
+    from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+
+    run_synthesis(SynthesizeConfig(teacher=str(teacher), method="random-generator", n=64, batch_size=32,
+                                   shard_size=64, device="cpu", options={"base_channels": 8}), tmp_path / "set")
+    common = dict(student="lenet5_bn", source=f"transfer:{tmp_path / 'set' / 'transfer_set'}", epochs=1,
+                  student_init="teacher", init_images=32, blur=1.0, brightness=0.5, mixup=1.0)
+    first = run_distillation(_cfg(data, teacher, **common), tmp_path / "a")
+    again = run_distillation(_cfg(data, teacher, **common), tmp_path / "b")
+    assert first["init_images"] == 32 and first["test_accuracy"] == again["test_accuracy"]
+    a, b = torch.load(tmp_path / "a" / "model.pt", weights_only=False), torch.load(tmp_path / "b" / "model.pt",
+                                                                                   weights_only=False)
+    assert all(torch.equal(x, y) for x, y in zip(a["state_dict"].values(), b["state_dict"].values()))
 
 
 def test_class_mismatch_between_teacher_and_dataset(toy_teacher, tmp_path):

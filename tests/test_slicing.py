@@ -11,7 +11,7 @@ from torch import nn
 from datafree_kd.errors import ConfigError
 from datafree_kd.models import create_model
 from datafree_kd.models.lenet import LeNet5
-from datafree_kd.models.slicing import init_from_teacher
+from datafree_kd.models.slicing import init_from_teacher, refit_to_teacher
 
 HALF = (3, 8, 60, 42)
 
@@ -53,7 +53,7 @@ def test_sliced_student_computes_the_teacher_with_dropped_units_zeroed(batchnorm
     teacher = _randomised(LeNet5(10, 1, 28, batchnorm=batchnorm), 0)
     student = LeNet5(10, 1, 28, widths=HALF, batchnorm=batchnorm).eval()
     kept = init_from_teacher(student, teacher)
-    assert list(kept.values()) == [3, 8, 60, 42, 10]
+    assert [len(units) for units in kept.values()] == [3, 8, 60, 42, 10]
     x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     expected = _masked(teacher, student)(x)
     assert torch.allclose(student(x), expected, atol=1e-5)
@@ -97,3 +97,29 @@ def test_a_layer_refused_late_leaves_the_student_untouched():
     with pytest.raises(ConfigError, match="classifier.0.*narrower copy"):
         init_from_teacher(student, teacher)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def _images(n: int = 256, seed: int = 5) -> torch.Tensor:
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def test_refit_of_a_full_width_copy_keeps_the_teacher():
+    teacher = _randomised(LeNet5(10, 1, 28), 0)
+    student = LeNet5(10, 1, 28)
+    kept = init_from_teacher(student, teacher)
+    refit_to_teacher(student, teacher, _images(2048), kept, ridge=1e-7)  # more images than inputs
+    x = _images(8, seed=9)
+    assert torch.allclose(student(x), teacher(x), atol=1e-3 * teacher(x).abs().max().item())
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_refit_brings_a_half_width_student_closer_to_the_teacher(batchnorm):
+    teacher = _randomised(LeNet5(10, 1, 28, batchnorm=batchnorm), 1)
+    student = LeNet5(10, 1, 28, widths=HALF, batchnorm=batchnorm).eval()
+    kept = init_from_teacher(student, teacher)
+    held_out = _images(128, seed=7)
+    sliced_error = (student(held_out) - teacher(held_out)).pow(2).mean()
+    refit_to_teacher(student, teacher, _images(512), kept)
+    refit_error = (student(held_out) - teacher(held_out)).pow(2).mean()
+    assert refit_error < 0.5 * sliced_error
+    assert student.features[0].weight.equal(teacher.features[0].weight[kept["features.0"]])  # first layer kept

@@ -149,11 +149,17 @@ def test_recommended_distill_recipe_is_a_shipped_config_per_teacher_kind():
     from datafree_kd.models import create_model
     from generators.default import distill_recipe
 
-    bn, plain = distill_recipe(fitted_bn_lenet()), distill_recipe(create_model("lenet5", 10, 1, 28))
+    bn = distill_recipe(fitted_bn_lenet())
+    chain = distill_recipe(create_model("lenet5", 10, 1, 28))  # BN-free LeNet-5: sliceable into its student
+    plain = distill_recipe(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))  # BN-free, no chain
     assert bn.endswith("transfer-neighbours.yaml") and plain.endswith("transfer-neighbours-grey.yaml")
+    assert chain.endswith("transfer-neighbours-grey-init.yaml")
     repo = Path(__file__).resolve().parents[1]
-    plain_cfg = load_yaml(repo / plain)
-    assert load_yaml(repo / bn).get("blur", 0) == 0 and plain_cfg["blur"] > 0 and plain_cfg["brightness"] > 0
+    plain_cfg, chain_cfg, bn_cfg = (load_yaml(repo / p) for p in (plain, chain, bn))
+    assert bn_cfg.get("blur", 0) == 0 and plain_cfg["blur"] > 0 and plain_cfg["brightness"] > 0
+    assert chain_cfg["student_init"] == "teacher" and "student_init" not in plain_cfg
+    assert {k: chain_cfg[k] for k in ("blur", "brightness", "mixup", "epochs")} == \
+        {k: plain_cfg[k] for k in ("blur", "brightness", "mixup", "epochs")}
 
 
 def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path):
@@ -166,7 +172,7 @@ def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path
     assert results["method"] == transfer.meta["synthesizer"] == "dafl"
     assert results["options"]["fit_steps"] == 2 and results["options"]["lr"] == 0.02
     assert results["method_choice"].startswith("auto:") and len(transfer) == 64
-    assert results["distill_recipe"].endswith("transfer-neighbours-grey.yaml")
+    assert results["distill_recipe"].endswith("transfer-neighbours-grey-init.yaml")
     again = run_synthesis(cfg, tmp_path / "auto")  # a re-run resumes the same set, nothing new
     assert again["count"] == 64
     # what is compared on resume is what made the images, not how the method was spelt

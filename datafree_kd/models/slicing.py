@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -58,8 +59,9 @@ def check_sliceable(student: nn.Module, teacher: nn.Module) -> None:
 
 
 @torch.no_grad()
-def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, int]:
-    """Copy the teacher's strongest units into ``student`` in place; return units kept per layer.
+def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, torch.Tensor]:
+    """Copy the teacher's strongest units into ``student`` in place; return, per Conv2d / Linear,
+    the indices of the teacher's units it kept.
 
     The slice is built in a copy and loaded at the end, so a refused pair leaves ``student`` as it was."""
     check_sliceable(student, teacher)
@@ -67,7 +69,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, int]:
     s_modules = dict(_inner(draft).named_modules())
     keep: torch.Tensor | None = None
     prev_units = 0
-    kept: dict[str, int] = {}
+    kept: dict[str, torch.Tensor] = {}
     for name, t in _inner(teacher).named_modules():
         s = s_modules[name]
         if isinstance(t, _SCALED):
@@ -87,7 +89,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, int]:
             if s.bias is not None:
                 s.bias.copy_(t.bias.detach().cpu()[out])
             keep, prev_units = out, w.shape[0]
-            kept[name] = units
+            kept[name] = out
         elif isinstance(t, nn.modules.batchnorm._BatchNorm):
             if keep is None or t.num_features != prev_units or s.num_features != len(keep):
                 raise ConfigError(f"student_init=teacher: BatchNorm {name} does not follow a sliced layer")
@@ -99,3 +101,67 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, int]:
                 s.num_batches_tracked.copy_(t.num_batches_tracked)
     student.load_state_dict(draft.state_dict())
     return kept
+
+
+def _layer_inputs_and_outputs(model: nn.Module, images: torch.Tensor, batch: int = 1000
+                              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Inputs and outputs of every Conv2d / Linear of ``model`` on ``images``, by module name."""
+    inputs: dict[str, list[torch.Tensor]] = {}
+    outputs: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for name, module in _inner(model).named_modules():
+        if isinstance(module, _SCALED):
+            def keep(m: nn.Module, args: tuple, out: torch.Tensor, name: str = name) -> None:
+                inputs.setdefault(name, []).append(args[0].detach())
+                outputs.setdefault(name, []).append(out.detach())
+            handles.append(module.register_forward_hook(keep))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), batch):
+            model(images[start:start + batch])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return ({k: torch.cat(v) for k, v in inputs.items()}, {k: torch.cat(v) for k, v in outputs.items()})
+
+
+def _as_rows(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) as the rows of a linear least-squares problem for ``layer``."""
+    if isinstance(layer, nn.Linear):
+        return x, y
+    if layer.groups != 1:
+        raise ConfigError("init_images: grouped convolutions cannot be refitted")
+    cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # N, C*k*k, L
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]), y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1])
+
+
+@torch.no_grad()
+def refit_to_teacher(student: nn.Module, teacher: nn.Module, images: torch.Tensor, kept: dict[str, torch.Tensor],
+                     ridge: float = 1e-3, max_rows: int = 200_000, seed: int = 0) -> None:
+    """After slicing, refit each layer but the first, in order, so that on ``images`` its outputs
+    match the teacher's kept units *given the student's own inputs* (the inputs have lost the
+    dropped units, and the next layer compensates: ThiNet-style reconstruction, Luo et al. 2017).
+    Ridge least squares (``ridge`` times the mean squared input, per row), at most ``max_rows``
+    rows drawn with ``seed``. Synthetic images serve, so it stays data-free."""
+    _, t_out = _layer_inputs_and_outputs(teacher, images)
+    names = list(kept)
+    s_modules = dict(_inner(student).named_modules())
+    g = torch.Generator().manual_seed(seed)
+    for name in names[1:]:
+        layer = s_modules[name]
+        s_in, _ = _layer_inputs_and_outputs(student, images)  # again: earlier layers have changed
+        a, y = _as_rows(layer, s_in[name].cpu(), t_out[name].cpu()[:, kept[name]])
+        if len(a) > max_rows:
+            pick = torch.randperm(len(a), generator=g)[:max_rows]
+            a, y = a[pick], y[pick]
+        if layer.bias is not None:
+            a = torch.cat([a, torch.ones(len(a), 1)], 1)
+        gram = a.T @ a
+        gram += ridge * a.pow(2).mean() * len(a) * torch.eye(len(gram))
+        solution = torch.linalg.solve(gram, a.T @ y)  # (inputs [+1], outputs)
+        weight = solution[:-1] if layer.bias is not None else solution
+        layer.weight.copy_(weight.T.reshape(layer.weight.shape))
+        if layer.bias is not None:
+            layer.bias.copy_(solution[-1])
