@@ -218,7 +218,8 @@ class DAFLOnline(OnlineGeneratorSynthesizer):
     learns from a fresh batch of G. Paper student loss: ``kd=1`` with ``kd.temperature=1``.
     Options beyond the generator's go to :class:`DAFLLoss`, as for ``dafl``."""
 
-    #: the published generator is 128 channels wide at its seed (ours defaults to 64 on a CPU); the paper's batch (512) is the distillation's ``batch_size``
+    #: the published generator is 128 channels wide at its seed (ours defaults to 64 on a CPU);
+    #: the paper's batch (512) is the distillation's ``batch_size``
     paper_options = {"base_channels": 128}
 
     def __init__(

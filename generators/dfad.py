@@ -61,8 +61,9 @@ class AdversarialGenerator(OnlineGeneratorSynthesizer):
 class DFAD(AdversarialGenerator):
     """DFAD's generator (see the module doc); student objective ``l1=1``."""
 
-    #: the published generator is 128 channels wide at its seed (ours defaults to 64 on a CPU) (official MNIST: ngf 64, doubled in the first block). Student side of that run,
-    #: set on the distillation: batch 512, SGD lr 0.01, 40 epochs x 50 generator steps.
+    #: the published generator is 128 channels wide at its seed (official MNIST: ngf 64, doubled in
+    #: the first block; ours defaults to 64 on a CPU). Student side of that run, set on the
+    #: distillation: batch 512, SGD lr 0.01, 40 epochs x 50 generator steps.
     paper_options = {"base_channels": 128}
 
     discrepancy = staticmethod(l1_discrepancy)

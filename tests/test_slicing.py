@@ -20,7 +20,7 @@ def _randomised(model: nn.Module, seed: int) -> nn.Module:
     """Random weights *and* BN statistics, so slicing mistakes cannot hide behind a fresh init."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for tensor in list(model.parameters()) + [b for n, b in model.named_buffers() if "running" in n]:
+        for tensor in list(model.parameters()) + [b for n, b in model.named_buffers() if "running_mean" in n]:
             tensor.copy_(torch.randn(tensor.shape, generator=g) * 0.3)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):

@@ -17,6 +17,7 @@ and biases set to zero (tested), so nothing is approximated beyond dropping unit
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -103,18 +104,18 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, torch
     return kept
 
 
-def _layer_inputs_and_outputs(model: nn.Module, images: torch.Tensor, batch: int = 1000
-                              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Inputs and outputs of every Conv2d / Linear of ``model`` on ``images``, by module name."""
-    inputs: dict[str, list[torch.Tensor]] = {}
-    outputs: dict[str, list[torch.Tensor]] = {}
-    handles = []
-    for name, module in _inner(model).named_modules():
-        if isinstance(module, _SCALED):
-            def keep(m: nn.Module, args: tuple, out: torch.Tensor, name: str = name) -> None:
-                inputs.setdefault(name, []).append(args[0].detach())
-                outputs.setdefault(name, []).append(out.detach())
-            handles.append(module.register_forward_hook(keep))
+def _captured(model: nn.Module, images: torch.Tensor, names: list[str], side: str, batch: int = 1000
+              ) -> dict[str, torch.Tensor]:
+    """The inputs (``side="input"``) or outputs of the named modules of ``model`` on ``images``."""
+    found: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    modules = dict(_inner(model).named_modules())
+
+    def hook(name: str) -> Any:
+        def keep(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            found[name].append((args[0] if side == "input" else out).detach().cpu())
+        return keep
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
     was_training = model.training
     model.eval()
     try:
@@ -124,7 +125,7 @@ def _layer_inputs_and_outputs(model: nn.Module, images: torch.Tensor, batch: int
         for h in handles:
             h.remove()
         model.train(was_training)
-    return ({k: torch.cat(v) for k, v in inputs.items()}, {k: torch.cat(v) for k, v in outputs.items()})
+    return {name: torch.cat(parts) for name, parts in found.items()}
 
 
 def _as_rows(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,14 +146,14 @@ def refit_to_teacher(student: nn.Module, teacher: nn.Module, images: torch.Tenso
     dropped units, and the next layer compensates: ThiNet-style reconstruction, Luo et al. 2017).
     Ridge least squares (``ridge`` times the mean squared input, per row), at most ``max_rows``
     rows drawn with ``seed``. Synthetic images serve, so it stays data-free."""
-    _, t_out = _layer_inputs_and_outputs(teacher, images)
-    names = list(kept)
+    names = list(kept)[1:]
+    t_out = _captured(teacher, images, names, "output")
     s_modules = dict(_inner(student).named_modules())
     g = torch.Generator().manual_seed(seed)
-    for name in names[1:]:
+    for name in names:
         layer = s_modules[name]
-        s_in, _ = _layer_inputs_and_outputs(student, images)  # again: earlier layers have changed
-        a, y = _as_rows(layer, s_in[name].cpu(), t_out[name].cpu()[:, kept[name]])
+        s_in = _captured(student, images, [name], "input")[name]  # after the refits of the layers before
+        a, y = _as_rows(layer, s_in, t_out[name][:, kept[name]])
         if len(a) > max_rows:
             pick = torch.randperm(len(a), generator=g)[:max_rows]
             a, y = a[pick], y[pick]
