@@ -23,3 +23,7 @@ class CheckpointError(DfkdError):
 
 class DatasetError(DfkdError):
     """A dataset that is missing, malformed or unknown."""
+
+
+class NotATransferSet(DatasetError):
+    """A ``transfer:DIR`` that is neither a transfer set nor a ``dfkd synthesize`` run directory."""

@@ -41,12 +41,14 @@ import torch
 from . import __version__
 from .data.info import DatasetInfo
 from .data.memory import ImageTensors
-from .errors import DatasetError, DfkdError
+from .errors import DatasetError, DfkdError, NotATransferSet
 from .io import _json_default, atomic_open, atomic_write_json
 
 FORMAT = "datafree_kd.transfer_set"
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
+#: where ``dfkd synthesize`` puts the set inside its run directory
+RUN_SUBDIR = "transfer_set"
 PREVIEW_NAME = "preview.png"
 DTYPES = {"uint8": torch.uint8, "float16": torch.float16}
 SHARD_PATTERN = re.compile(r"^shard-\d{5,}\.pt$")
@@ -167,16 +169,11 @@ class TransferSet:
 
     @classmethod
     def open(cls, path: str | os.PathLike, verify: bool = True) -> "TransferSet":
-        """Open an existing set; check its meta.json and that every shard is there, whole and
-        (with ``verify``) unaltered. Any problem is a one-line ``DatasetError`` naming the file."""
-        path = Path(path)
-        if not path.exists():
-            raise DatasetError("no such transfer set (directory not found)", path)
-        if not path.is_dir():
-            raise DatasetError("a transfer set is a directory, this is a file", path)
+        """Open an existing set -- its directory or the ``dfkd synthesize`` run directory holding
+        it (:func:`locate`); check its meta.json and that every shard is there, whole and (with
+        ``verify``) unaltered. Any problem is a one-line ``DatasetError`` naming the file."""
+        path = locate(path)
         meta_path = path / META_NAME
-        if not meta_path.is_file():
-            raise DatasetError("meta.json missing: not a transfer set (or its synthesis never started)", meta_path)
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -621,9 +618,25 @@ class TransferSet:
         return out
 
 
+def locate(path: str | os.PathLike) -> Path:
+    """The set directory meant by ``path``: the set itself, or the ``transfer_set/`` inside the run
+    directory of ``dfkd synthesize`` (so ``transfer:RUN`` works as well as ``transfer:RUN/transfer_set``)."""
+    path = Path(path)
+    if not path.exists():
+        raise NotATransferSet("no such transfer set (directory not found)", path)
+    if not path.is_dir():
+        raise NotATransferSet("a transfer set is a directory, this is a file", path)
+    for candidate in (path, path / RUN_SUBDIR):
+        if (candidate / META_NAME).is_file():
+            return candidate
+    raise NotATransferSet(f"meta.json missing: not a transfer set, nor a `dfkd synthesize` run directory with "
+                          f"{RUN_SUBDIR}/{META_NAME} (or its synthesis never started)", path)
+
+
 def open_transfer_set(path: str | os.PathLike, verify: bool = True) -> TransferSet:
     """Function form of ``TransferSet.open`` (for CLI/config code that picks loaders by name)."""
     return TransferSet.open(path, verify=verify)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "PREVIEW_CELL_PX", "TransferBatch", "TransferSet", "open_transfer_set"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "PREVIEW_CELL_PX", "RUN_SUBDIR", "TransferBatch", "TransferSet", "locate",
+           "open_transfer_set"]

@@ -20,7 +20,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from datafree_kd.data import DATASETS, DatasetInfo, ImageTensors, load_dataset
+from datafree_kd.data import DATASETS, DatasetInfo, ImageTensors, forbid_training_data, load_dataset
 from datafree_kd.data import builtin
 from datafree_kd.errors import ConfigError, DatasetError
 
@@ -32,7 +32,7 @@ RNG = np.random.default_rng(0)
 class Expected:
     """What a fixture wrote, per split, and the DatasetInfo the loader must report."""
 
-    images: dict[str, np.ndarray]  # N,C,H,W exactly as the loader must return them
+    images: dict[str, np.ndarray]  # N,C,H,W exactly as the loader must return them (train, val, test)
     labels: dict[str, np.ndarray]
     num_classes: int
     class_names: tuple[str, ...] | None = None  # None: not checked
@@ -40,6 +40,21 @@ class Expected:
 
 
 # ------------------------------------------------------------------- writers of real formats
+
+
+def with_official_val(e: Expected) -> Expected:
+    """Benchmarks: val is the last 5,000 images of the training files; train stays whole."""
+    e.images["val"], e.labels["val"] = e.images["train"][-5000:], e.labels["train"][-5000:]
+    return e
+
+
+def with_carved_val(e: Expected, val_rows: list[int]) -> Expected:
+    """User datasets without a val file: val is ``val_rows`` of the train file, train the rest."""
+    keep = [i for i in range(len(e.labels["train"])) if i not in val_rows]
+    for table in (e.images, e.labels):
+        table["val"], table["train"] = table["train"][val_rows], table["train"][keep]
+    return e
+
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
@@ -63,7 +78,7 @@ def write_idx_dataset(d: Path, sizes: dict[str, int] = {"train": 7, "test": 3},
         write_idx(d / f"{prefix}-images-idx3-ubyte", x, compress)
         write_idx(d / f"{prefix}-labels-idx1-ubyte", y, compress)
         images[split], labels[split] = x[:, None], y.astype(np.int64)
-    return Expected(images, labels, 10)
+    return with_official_val(Expected(images, labels, 10))
 
 
 def write_pickle(path: Path, obj: object) -> None:
@@ -93,8 +108,8 @@ def write_cifar10(root: Path) -> Expected:
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     write_pickle(d / "batches.meta", {b"label_names": [n.encode() for n in names],
                                       b"num_cases_per_batch": 2, b"num_vis": 3072})
-    return Expected({"train": np.concatenate(train_x), "test": test_x},
-                    {"train": np.concatenate(train_y), "test": test_y}, 10, tuple(names))
+    return with_official_val(Expected({"train": np.concatenate(train_x), "test": test_x},
+                                      {"train": np.concatenate(train_y), "test": test_y}, 10, tuple(names)))
 
 
 def write_cifar100(root: Path) -> Expected:
@@ -106,8 +121,8 @@ def write_cifar100(root: Path) -> Expected:
     names = [f"class{i:02d}" for i in range(100)]
     write_pickle(d / "meta", {b"fine_label_names": [n.encode() for n in names],
                               b"coarse_label_names": [f"super{i}".encode() for i in range(20)]})
-    return Expected({"train": train_x, "test": test_x}, {"train": train_y, "test": test_y}, 100,
-                    tuple(names))
+    return with_official_val(Expected({"train": train_x, "test": test_x}, {"train": train_y, "test": test_y},
+                                      100, tuple(names)))
 
 
 def write_svhn(root: Path) -> Expected:
@@ -119,7 +134,7 @@ def write_svhn(root: Path) -> Expected:
         scipy.io.savemat(root / f"{split}_32x32.mat", {"X": x, "y": stored})
         images[split] = x.transpose(3, 2, 0, 1)
         labels[split] = stored.ravel().astype(np.int64) % 10
-    return Expected(images, labels, 10, tuple(str(i) for i in range(10)))
+    return with_official_val(Expected(images, labels, 10, tuple(str(i) for i in range(10))))
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
@@ -140,7 +155,8 @@ def write_folder(root: Path, gray: bool = False) -> Expected:
                 ys.append(c)
         images[split], labels[split] = np.stack(xs), np.array(ys, dtype=np.int64)
     (root / "train" / "cat" / "notes.txt").write_text("not an image")  # ignored
-    return Expected(images, labels, 2, ("cat", "dog"))
+    # no val folder: the last ceil(0.1 * 3) = 1 image of each class is val, and leaves train
+    return with_carved_val(Expected(images, labels, 2, ("cat", "dog")), [2, 5])
 
 
 def write_tensors(root: Path) -> Expected:
@@ -152,8 +168,9 @@ def write_tensors(root: Path) -> Expected:
     test_x = RNG.random((4, 3, 8, 8), dtype=np.float32)
     test_y = np.array([2, 1, 0, 0], dtype=np.int64)
     np.savez(root / "test.npz", images=test_x, labels=test_y, class_names=np.array(["a", "b", "c"]))
-    return Expected({"train": train_x, "test": test_x}, {"train": train_y, "test": test_y}, 3,
-                    ("a", "b", "c"), {"train": torch.uint8, "test": torch.float32})
+    expected = Expected({"train": train_x, "test": test_x}, {"train": train_y, "test": test_y}, 3,
+                        ("a", "b", "c"), {"train": torch.uint8, "val": torch.uint8, "test": torch.float32})
+    return with_carved_val(expected, [3, 4, 5])  # the last image of each class
 
 
 FMNIST_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -198,10 +215,10 @@ def test_every_dataset_loads_from_real_format(name: str, tmp_path: Path) -> None
     if name not in WRITERS:
         pytest.fail(f"dataset {name!r} is registered but tests/test_data.py has no writer for it")
     expected = WRITERS[name](tmp_path)
-    loaded = {split: load_dataset(name, split, root=str(tmp_path)) for split in ("train", "test")}
+    loaded = {split: load_dataset(name, split, root=str(tmp_path)) for split in ("train", "val", "test")}
     info = loaded["train"].info
     assert isinstance(info, DatasetInfo)
-    assert loaded["test"].info == info, "both splits must describe the dataset the same way"
+    assert loaded["test"].info == loaded["val"].info == info, "every split must describe the dataset the same way"
     assert info.name == name
     assert info.num_classes == expected.num_classes
     if expected.class_names is not None:
@@ -259,6 +276,93 @@ def test_real_fashion_mnist_from_debian_package(monkeypatch: pytest.MonkeyPatch,
     assert abs(float(x.mean()) - train.info.mean[0]) < 1e-3
     assert abs(float(x.std()) - train.info.std[0]) < 1e-3
     assert train.info.class_names == FMNIST_NAMES
+
+
+def test_real_fashion_mnist_val_is_the_train_tail_and_disjoint_from_test(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    if not FMNIST_SYSTEM_DIR.is_dir():
+        pytest.skip(f"{FMNIST_SYSTEM_DIR} missing (apt-get install dataset-fashion-mnist)")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
+    with forbid_training_data():  # a data-free run may evaluate on val
+        val = load_dataset("fashion-mnist", "val")
+    assert len(val) == 5000 and len(train) == 60000  # teachers keep the full training set
+    assert torch.equal(val.images, train.images[-5000:]) and torch.equal(val.labels, train.labels[-5000:])
+    assert val.info == train.info == test.info
+    rows = lambda ds: {bytes(r) for r in ds.images.flatten(1).numpy()}  # noqa: E731
+    assert not rows(val) & rows(test)
+    assert val.labels.bincount().min() > 400  # every class is there
+
+
+# ------------------------------------------------------------------------------ val split
+
+
+def test_tensors_val_file_is_used_and_train_stays_whole(tmp_path: Path) -> None:
+    expected = write_tensors(tmp_path)
+    val_x = RNG.integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "val.npz", images=val_x, labels=np.array([1, 2]))
+    val = load_dataset("tensors", "val", root=str(tmp_path))
+    train = load_dataset("tensors", "train", root=str(tmp_path), val_fraction=0.5)  # ignored: a val file exists
+    assert torch.equal(val.images, torch.from_numpy(val_x)) and val.labels.tolist() == [1, 2]
+    whole = np.concatenate([expected.images["train"], expected.images["val"]])
+    assert len(train) == 6 and set(map(bytes, train.images.flatten(1).numpy())) == set(map(bytes, whole.reshape(6, -1)))
+    assert val.info == train.info
+    np.savez(tmp_path / "val.npz", images=val_x[:, :1], labels=np.array([1, 2]))
+    with pytest.raises(DatasetError, match="val images are"):
+        load_dataset("tensors", "val", root=str(tmp_path))
+
+
+def test_tensors_val_carved_by_fraction(tmp_path: Path) -> None:
+    from conftest import write_tensor_dataset
+
+    root = write_tensor_dataset(tmp_path / "toy", n_train=96, classes=4)  # 24 per class
+    full = torch.load(root / "train.pt", weights_only=True)
+    info = load_dataset("tensors", "test", root=str(root)).info
+    for fraction, per_class in ((0.1, 3), (0.25, 6)):
+        val = load_dataset("tensors", "val", root=str(root), val_fraction=fraction)
+        train = load_dataset("tensors", "train", root=str(root), val_fraction=fraction)
+        assert len(val) == 4 * per_class and len(train) == 96 - 4 * per_class
+        assert val.labels.bincount().tolist() == [per_class] * 4  # every class, not the last one only
+        # the last images of each class (labels cycle 0..3, so those are the last 4 * per_class rows)
+        assert torch.equal(val.images, full["images"][-4 * per_class:])
+        assert torch.equal(train.images, full["images"][: 96 - 4 * per_class])
+        assert val.info == train.info == info  # stats of the whole train file, whatever the fraction
+    assert len(load_dataset("tensors", "train", root=str(root), val_fraction=0.0)) == 96
+    with pytest.raises(DatasetError, match="no val split"):
+        load_dataset("tensors", "val", root=str(root), val_fraction=0.0)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        load_dataset("tensors", "val", root=str(root), val_fraction=1.0)
+
+
+def test_folder_val_folder(tmp_path: Path) -> None:
+    expected = write_folder(tmp_path)
+    write_png(tmp_path / "val" / "dog" / "0.png", np.full((8, 8, 3), 9, np.uint8))
+    write_png(tmp_path / "val" / "cat" / "0.png", np.full((8, 8, 3), 3, np.uint8))
+    val = load_dataset("folder", "val", root=str(tmp_path))
+    assert val.labels.tolist() == [0, 1] and val.images[:, 0, 0, 0].tolist() == [3, 9]
+    assert len(load_dataset("folder", "train", root=str(tmp_path))) == len(expected.labels["train"]) + 2
+    write_png(tmp_path / "val" / "bird" / "0.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DatasetError, match="only in val: \\['bird'\\]"):
+        load_dataset("folder", "val", root=str(tmp_path))
+
+
+def test_guard_refuses_train_but_allows_val_and_test(tmp_path: Path) -> None:
+    write_tensors(tmp_path)
+    with forbid_training_data("a data-free run"):
+        assert len(load_dataset("tensors", "val", root=str(tmp_path))) == 3
+        assert len(load_dataset("tensors", "test", root=str(tmp_path))) == 4
+        with pytest.raises(DatasetError, match="refusing to load the 'tensors' training split: a data-free run"):
+            load_dataset("tensors", "train", root=str(tmp_path))
+
+
+def test_loaders_without_val_fraction_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = DatasetInfo("old", 2, 1, 2, (0.5,), (0.25,))
+
+    def old_loader(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+        return ImageTensors(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0]), info)
+
+    monkeypatch.setitem(DATASETS._entries, "old", old_loader)
+    assert len(load_dataset("old", "val", val_fraction=0.3)) == 3
 
 
 # ------------------------------------------------------------------------- corrupt files
@@ -484,6 +588,8 @@ def test_folder_grayscale_and_mixed_modes(tmp_path: Path) -> None:
     ds = load_dataset("folder", "train", root=str(tmp_path / "gray"))
     assert ds.info.in_channels == 1 and len(ds.info.mean) == 1
     assert torch.equal(ds.images, torch.from_numpy(expected.images["train"]))
+    assert torch.equal(load_dataset("folder", "val", root=str(tmp_path / "gray")).images,
+                       torch.from_numpy(expected.images["val"]))
     # one colour image makes the whole set RGB; grey images are replicated into 3 channels
     write_png(tmp_path / "gray" / "train" / "cat" / "color.png", np.full((8, 8, 3), 7, np.uint8))
     ds = load_dataset("folder", "test", root=str(tmp_path / "gray"))
@@ -494,7 +600,8 @@ def test_folder_grayscale_and_mixed_modes(tmp_path: Path) -> None:
 def test_folder_stats_come_from_train(tmp_path: Path) -> None:
     expected = write_folder(tmp_path)
     info = load_dataset("folder", "test", root=str(tmp_path)).info
-    x = expected.images["train"].astype(np.float64) / 255
+    # the whole train folder (val included), so val_fraction never changes the DatasetInfo
+    x = np.concatenate([expected.images["train"], expected.images["val"]]).astype(np.float64) / 255
     assert np.allclose(info.mean, x.mean(axis=(0, 2, 3)))
     assert np.allclose(info.std, x.std(axis=(0, 2, 3)))
 
@@ -563,7 +670,7 @@ def test_unknown_dataset_is_a_config_error() -> None:
 
 def test_unknown_split(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown split"):
-        load_dataset("mnist", "val", root=str(tmp_path))
+        load_dataset("mnist", "validation", root=str(tmp_path))
 
 
 def test_shuffled_batches_cover_each_sample_once() -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from datafree_kd.data.info import DatasetInfo
-from datafree_kd.errors import DatasetError, DfkdError
-from datafree_kd.transfer_set import FORMAT, PREVIEW_CELL_PX, TransferSet
+from datafree_kd.errors import DatasetError, DfkdError, NotATransferSet
+from datafree_kd.transfer_set import FORMAT, PREVIEW_CELL_PX, TransferSet, locate
 
 torch.set_num_threads(1)
 
@@ -182,6 +182,30 @@ def test_meta_json_missing_or_inconsistent(tmp_path: Path) -> None:
         TransferSet.open(tmp_path / "set")
     with pytest.raises(DatasetError, match="not found"):
         TransferSet.open(tmp_path / "nowhere")
+
+
+def test_open_accepts_the_synthesize_run_directory(tmp_path: Path) -> None:
+    _, x, _, _ = filled(tmp_path / "run" / "transfer_set")  # the layout `dfkd synthesize --out run` writes
+    (tmp_path / "run" / "results.json").write_text("{}")
+    via_run, direct = TransferSet.open(tmp_path / "run"), TransferSet.open(tmp_path / "run" / "transfer_set")
+    assert via_run.path == direct.path == tmp_path / "run" / "transfer_set"
+    assert torch.equal(via_run.load().images, direct.load().images) and len(via_run) == len(x)
+    assert locate(tmp_path / "run") == locate(tmp_path / "run" / "transfer_set")
+
+
+@pytest.mark.parametrize("layout", ["empty", "file", "missing", "nested-too-deep"])
+def test_neither_a_set_nor_a_run_directory_is_a_one_line_error(tmp_path: Path, layout: str) -> None:
+    target = tmp_path / "target"
+    if layout == "empty":
+        target.mkdir()
+    elif layout == "file":
+        target.write_text("x")
+    elif layout == "nested-too-deep":
+        filled(target / "runs" / "run" / "transfer_set")
+    with pytest.raises(NotATransferSet) as err:
+        TransferSet.open(target)
+    assert isinstance(err.value, DatasetError) and err.value.path == str(target)
+    assert str(target) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_append_validation(tmp_path: Path) -> None:

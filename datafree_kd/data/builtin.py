@@ -5,10 +5,20 @@ formats by our own parsers (``readers``), so tiny test files work and nothing ru
 torchvision is used only to *download*, and only when the caller asks. Two generic loaders,
 ``folder`` and ``tensors``, bring the user's own data. Images are kept as uint8 N,C,H,W in memory
 (``tensors`` keeps float input as float32) and leave ``ImageTensors.batches`` as floats in [0, 1].
+
+Where ``val`` comes from (disjoint from ``test`` everywhere):
+
+* benchmarks (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN): the last ``VAL_SIZE`` (5,000) images of
+  the official training files. ``train`` stays the full training set, so teachers keep training
+  on all of it; val selects data-free students and recipes, which never read ``train``.
+* ``tensors`` / ``folder``: a ``val.pt|val.npz`` file or ``ROOT/val/<class>/`` folder when
+  present; otherwise the last ``ceil(val_fraction * n)`` images of each class of the train split,
+  and then ``train`` *excludes* them, so a teacher trained there is also selected honestly.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +42,17 @@ from .readers import (
     read_tensor_file,
     str_keys,
 )
-from .registry import SPLITS, register_dataset
+from .registry import DEFAULT_VAL_FRACTION, SPLITS, register_dataset
 
 # System-wide copies installed by OS packages, looked at after the user's root. A module-level
 # table so tests (and unusual installs) can point it elsewhere.
 SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("/usr/share/datasets/fashion-mnist",),
 }
+
+
+#: images at the end of a benchmark's official training files that form its val split
+VAL_SIZE = 5000
 
 
 def default_root() -> Path:
@@ -50,6 +64,47 @@ def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of {SPLITS}")
     return split
+
+
+def _file_split(split: str) -> str:
+    """Which official files a split is read from: val is a tail of the training files."""
+    return "test" if _check_split(split) == "test" else "train"
+
+
+def _official_part(images: np.ndarray, labels: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split's share of what its files hold: all of it, or for val the last ``VAL_SIZE``
+    images (copied, so the rest of the training set is freed)."""
+    if split != "val":
+        return images, labels
+    tail = slice(max(0, len(labels) - VAL_SIZE), len(labels))
+    return images[tail].copy(), labels[tail].copy()
+
+
+def held_out_mask(labels: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The train images a user dataset without a val file holds out as val: the last
+    ``ceil(fraction * n_c)`` of each class (at most ``n_c - 1``, so every class keeps a train image).
+
+    Deterministic; per class because such files are often sorted by class (a folder always is),
+    where the last images overall would all be one class.
+    """
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        k = min(math.ceil(round(fraction * len(idx), 9)), len(idx) - 1)
+        if k > 0:
+            mask[idx[-k:]] = True
+    return mask
+
+
+def _carve(images: torch.Tensor, labels: torch.Tensor, split: str, fraction: float,
+           where: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``train`` without the held-out images, or ``val`` = those images."""
+    held = held_out_mask(labels, fraction)
+    if split == "val" and not held.any():
+        raise DatasetError(f"no val split: no val file or folder, and val_fraction={fraction} holds out "
+                           "no train images", where)
+    keep = held if split == "val" else ~held
+    return images[keep], labels[keep]
 
 
 def _base(root: str | os.PathLike | None) -> Path:
@@ -181,12 +236,12 @@ def _find_idx_pair(dirs: Iterable[Path], prefix: str) -> tuple[Path, Path] | Non
 
 
 def _load_idx(spec: _IdxSpec, split: str, root: str | os.PathLike | None, download: bool) -> ImageTensors:
-    prefix = "train" if _check_split(split) == "train" else "t10k"
+    prefix = "train" if _file_split(split) == "train" else "t10k"
     raw = f"{spec.tv_class}/raw"
     dirs = _search_dirs(spec.name, root, [raw])
     found = _find_idx_pair(dirs, prefix)
     if found is None and download:
-        _download(spec.tv_class, _base(root), train=split == "train")
+        _download(spec.tv_class, _base(root), train=prefix == "train")
         found = _find_idx_pair([_base(root) / raw], prefix)
     if found is None:
         what = f"{spec.name} {split} files ({prefix}-images-idx3-ubyte[.gz], {prefix}-labels-idx1-ubyte[.gz])"
@@ -201,6 +256,7 @@ def _load_idx(spec: _IdxSpec, split: str, root: str | os.PathLike | None, downlo
         raise DatasetError(f"{len(labels)} labels for {len(images)} images in {images_path.name}",
                            labels_path)
     _check_label_range(labels, 10, labels_path)
+    images, labels = _official_part(images, labels, split)
     info = DatasetInfo(spec.name, 10, 1, images.shape[1], spec.mean, spec.std, spec.class_names)
     return ImageTensors(torch.from_numpy(images).unsqueeze(1),
                         torch.from_numpy(labels.astype(np.int64)), info)
@@ -208,13 +264,15 @@ def _load_idx(spec: _IdxSpec, split: str, root: str | os.PathLike | None, downlo
 
 @register_dataset("fashion-mnist")
 def fashion_mnist(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
-    """Fashion-MNIST (28x28 grey, 10 classes) from IDX files: root, root/FashionMNIST/raw, Debian."""
+    """Fashion-MNIST (28x28 grey, 10 classes) from IDX files: root, root/FashionMNIST/raw, Debian.
+    ``val``: the last 5,000 training images (``train`` stays all 60,000)."""
     return _load_idx(FASHION_MNIST, split, root, download)
 
 
 @register_dataset("mnist")
 def mnist(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
-    """MNIST digits (28x28 grey, 10 classes) from IDX files: root or root/MNIST/raw."""
+    """MNIST digits (28x28 grey, 10 classes) from IDX files: root or root/MNIST/raw; ``val`` as
+    for Fashion-MNIST."""
     return _load_idx(MNIST, split, root, download)
 
 
@@ -270,7 +328,7 @@ CIFAR100 = _CifarSpec(
 
 
 def _load_cifar(spec: _CifarSpec, split: str, root: str | os.PathLike | None, download: bool) -> ImageTensors:
-    files = spec.train_files if _check_split(split) == "train" else spec.test_files
+    files = spec.train_files if _file_split(split) == "train" else spec.test_files
     base = _base(root)
     dirs = _search_dirs(spec.name, root, [spec.folder])
 
@@ -279,7 +337,7 @@ def _load_cifar(spec: _CifarSpec, split: str, root: str | os.PathLike | None, do
 
     folder = find()
     if folder is None and download:
-        _download(spec.tv_class, base, train=split == "train")
+        _download(spec.tv_class, base, train=_file_split(split) == "train")
         folder = find()
     if folder is None:
         raise _not_found(
@@ -321,8 +379,8 @@ def _load_cifar(spec: _CifarSpec, split: str, root: str | os.PathLike | None, do
             raise DatasetError(f"{len(class_names)} class names, expected {spec.num_classes}",
                                meta_path)
     info = DatasetInfo(spec.name, spec.num_classes, 3, 32, spec.mean, spec.std, class_names)
-    return ImageTensors(torch.from_numpy(np.concatenate(images)),
-                        torch.from_numpy(np.concatenate(labels)), info)
+    images, labels = _official_part(np.concatenate(images), np.concatenate(labels), split)
+    return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels), info)
 
 
 @register_dataset("cifar10")
@@ -347,13 +405,14 @@ SVHN_STD = (0.1980, 0.2010, 0.1970)
 def svhn(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
     """SVHN cropped digits (32x32 RGB, 10 classes) from train_32x32.mat / test_32x32.mat.
 
-    The .mat files store X as H,W,C,N and the digit 0 as label 10; both are undone here.
+    The .mat files store X as H,W,C,N and the digit 0 as label 10; both are undone here. ``val``:
+    the last 5,000 images of train_32x32.mat.
     """
-    filename = f"{_check_split(split)}_32x32.mat"
+    filename = f"{_file_split(split)}_32x32.mat"
     dirs = _search_dirs("svhn", root, ["svhn", "SVHN"])
     path = next((d / filename for d in dirs if (d / filename).is_file()), None)
     if path is None and download:
-        _download("SVHN", _base(root), split=split)
+        _download("SVHN", _base(root), split=_file_split(split))
         path = _base(root) / filename if (_base(root) / filename).is_file() else None
     if path is None:
         raise _not_found(f"svhn {split} file {filename}", dirs,
@@ -373,7 +432,7 @@ def svhn(split: str, root: str | None = None, download: bool = False) -> ImageTe
         raise DatasetError(f"{len(y)} labels for {x.shape[3]} images", path)
     _check_label_range(y, 11, path)  # 1..10 as stored (0 tolerated)
     y = np.where(y == 10, 0, y)
-    images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))  # H,W,C,N -> N,C,H,W
+    images, y = _official_part(np.ascontiguousarray(x.transpose(3, 2, 0, 1)), y, split)  # -> N,C,H,W
     info = DatasetInfo("svhn", 10, 3, x.shape[0], SVHN_MEAN, SVHN_STD,
                        tuple(str(d) for d in range(10)))
     return ImageTensors(torch.from_numpy(images), torch.from_numpy(y), info)
@@ -392,7 +451,7 @@ def _user_dir(name: str, root: str | os.PathLike | None, layout: str) -> Path:
     return base
 
 
-_FOLDER_LAYOUT = "DIR/train/<class>/*.png|jpg and DIR/test/<class>/..."
+_FOLDER_LAYOUT = "DIR/train/<class>/*.png|jpg and DIR/test/<class>/... (optionally DIR/val/<class>/...)"
 
 
 def _scan_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -435,23 +494,30 @@ def _read_folder_images(samples: list[tuple[Path, int]], mode: str, size: int | 
     return stacked[:, None] if mode == "L" else stacked.transpose(0, 3, 1, 2)
 
 
+def _same_classes(classes: list[str], other: list[str], split: str, base: Path) -> None:
+    if other != classes:
+        only_train = sorted(set(classes) - set(other))
+        only_other = sorted(set(other) - set(classes))
+        raise DatasetError(f"train and {split} have different class folders (only in train: "
+                           f"{only_train or 'none'}; only in {split}: {only_other or 'none'})", base)
+
+
 @register_dataset("folder")
-def image_folder(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
+def image_folder(split: str, root: str | None = None, download: bool = False,
+                 val_fraction: float = DEFAULT_VAL_FRACTION) -> ImageTensors:
     """A folder of images per class (ImageFolder layout), decoded into memory.
 
-    Mode and normalisation statistics come from the train split, so both splits report the same
-    DatasetInfo; RGB unless every train image is greyscale.
+    Mode and normalisation statistics come from the whole train folder, so every split reports
+    the same DatasetInfo (whatever ``val_fraction``); RGB unless every train image is greyscale.
+    Without a ``val/`` folder, val is the last ``val_fraction`` of each train class, and train
+    excludes it.
     """
     _check_split(split)
     base = _user_dir("folder", root, _FOLDER_LAYOUT)
-    train_dir, test_dir = base / "train", base / "test"
+    train_dir, test_dir, val_dir = base / "train", base / "test", base / "val"
     classes, train_samples = _scan_folder(train_dir)
     test_classes, test_samples = _scan_folder(test_dir)
-    if test_classes != classes:
-        only_train = sorted(set(classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(classes))
-        raise DatasetError(f"train and test have different class folders (only in train: "
-                           f"{only_train or 'none'}; only in test: {only_test or 'none'})", base)
+    _same_classes(classes, test_classes, "test", base)
     counts = np.bincount([c for _, c in train_samples], minlength=len(classes))
     if (counts == 0).any():
         empty = [classes[i] for i in np.flatnonzero(counts == 0)]
@@ -461,23 +527,30 @@ def image_folder(split: str, root: str | None = None, download: bool = False) ->
     mean, std = _stats_or_error(train_images, train_dir)
     c, size = train_images.shape[1], train_images.shape[2]
     info = DatasetInfo("folder", len(classes), c, size, mean, std, tuple(classes))
-    if split == "train":
-        images, samples = train_images, train_samples
-    else:
-        images = torch.from_numpy(_read_folder_images(test_samples, mode, size, test_dir))
-        samples = test_samples
-    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
-    return ImageTensors(images, labels, info)
+    train_labels = torch.tensor([c for _, c in train_samples], dtype=torch.int64)
+    if split == "test" or (split == "val" and val_dir.is_dir()):
+        split_dir = test_dir if split == "test" else val_dir
+        split_classes, samples = (test_classes, test_samples) if split == "test" else _scan_folder(val_dir)
+        _same_classes(classes, split_classes, split, base)
+        images = torch.from_numpy(_read_folder_images(samples, mode, size, split_dir))
+        return ImageTensors(images, torch.tensor([c for _, c in samples], dtype=torch.int64), info)
+    if split == "train" and val_dir.is_dir():
+        return ImageTensors(train_images, train_labels, info)
+    return ImageTensors(*_carve(train_images, train_labels, split, val_fraction, train_dir), info)
 
 
 # ------------------------------------------------------------------- tensors (.pt / .npz)
 
-_TENSORS_LAYOUT = ("DIR/train.pt|train.npz and DIR/test.pt|test.npz holding 'images' "
-                   "(uint8 or float in [0,1], N,C,H,W or N,H,W) and 'labels'")
+_TENSORS_LAYOUT = ("DIR/train.pt|train.npz and DIR/test.pt|test.npz (optionally DIR/val.pt|val.npz) "
+                   "holding 'images' (uint8 or float in [0,1], N,C,H,W or N,H,W) and 'labels'")
+
+
+def _tensor_files(base: Path, split: str) -> list[Path]:
+    return [p for p in (base / f"{split}.pt", base / f"{split}.npz") if p.is_file()]
 
 
 def _tensor_file(base: Path, split: str) -> Path:
-    found = [p for p in (base / f"{split}.pt", base / f"{split}.npz") if p.is_file()]
+    found = _tensor_files(base, split)
     if not found:
         raise DatasetError(f"no {split}.pt or {split}.npz; expected {_TENSORS_LAYOUT}", base)
     if len(found) > 1:
@@ -539,11 +612,15 @@ def _read_tensor_split(base: Path, split: str) -> tuple[torch.Tensor, torch.Tens
 
 
 @register_dataset("tensors")
-def tensors(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
-    """Arrays the user saved (``train``/``test`` as .pt or .npz), loaded without pickles.
+def tensors(split: str, root: str | None = None, download: bool = False,
+            val_fraction: float = DEFAULT_VAL_FRACTION) -> ImageTensors:
+    """Arrays the user saved (``train``/``test``, optionally ``val``, as .pt or .npz), loaded
+    without pickles.
 
     ``num_classes`` is ``len(class_names)`` if given, else the largest train label + 1; mean/std
-    come from the train split, so both splits report the same DatasetInfo.
+    come from the whole train file, so every split reports the same DatasetInfo (whatever
+    ``val_fraction``). Without a val file, val is the last ``val_fraction`` of each train class,
+    and train excludes it.
     """
     _check_split(split)
     base = _user_dir("tensors", root, _TENSORS_LAYOUT)
@@ -556,13 +633,22 @@ def tensors(split: str, root: str | None = None, download: bool = False) -> Imag
         info = DatasetInfo("tensors", num_classes, c, size, mean, std, names)
     except ValueError as e:
         raise DatasetError(str(e), train_path) from None
-    if split == "train":
+    has_val = bool(_tensor_files(base, "val"))
+    if split == "test" or (split == "val" and has_val):
+        return _other_tensor_split(base, split, train_images, names, info)
+    if split == "train" and has_val:
         return ImageTensors(train_images, train_labels, info)
-    images, labels, test_names, test_path = _read_tensor_split(base, "test")
-    if test_names and test_names != names:
-        raise DatasetError("class_names differ from the train split's", test_path)
+    return ImageTensors(*_carve(train_images, train_labels, split, val_fraction, train_path), info)
+
+
+def _other_tensor_split(base: Path, split: str, train_images: torch.Tensor, names: tuple[str, ...],
+                        info: DatasetInfo) -> ImageTensors:
+    """A ``test`` or ``val`` file, checked against the train file it must match."""
+    images, labels, split_names, path = _read_tensor_split(base, split)
+    if split_names and split_names != names:
+        raise DatasetError("class_names differ from the train split's", path)
     if images.shape[1:] != train_images.shape[1:]:
-        raise DatasetError(f"test images are {tuple(images.shape[1:])}, train images "
-                           f"{tuple(train_images.shape[1:])}", test_path)
-    _check_label_range(labels, num_classes, test_path)
+        raise DatasetError(f"{split} images are {tuple(images.shape[1:])}, train images "
+                           f"{tuple(train_images.shape[1:])}", path)
+    _check_label_range(labels, info.num_classes, path)
     return ImageTensors(images, labels, info)
