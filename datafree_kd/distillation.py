@@ -1,7 +1,12 @@
 """``run_distillation``: build teacher, students, source and objective from a config and train.
 
 Data-free sources run inside ``forbid_training_data()`` so no component can reach real training
-images; the real-data source exists only as the named baseline ``kd-real`` (DESIGN rule 8).
+images; the real-data source exists only as the named baseline ``kd-real`` (DESIGN rule 8). The
+students are scored on ``test`` (the reported figure) and, where the dataset has one, on ``val``
+(for choosing between students and recipes without looking at test).
+
+:func:`recipe_defaults` is the *defaults layer* of a config: the shipped recipe measured best for
+the teacher's kind, under whatever the user gives explicitly.
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import ModelSpec, check_compatible, save_model
-from .config import config_to_dict
+from .config import config_to_dict, load_yaml
 from .data import forbid_training_data, load_dataset
 from .data.info import DatasetInfo
+from .data.memory import ImageTensors
 from .data.augment import augment_batch, mixup_images
 from .distiller import Distiller, LoopSettings, StudentSlot, WindowAverage
 from .ensemble import TeacherEnsemble
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError
 from .evaluation import evaluate_classifier, predict
-from .losses import Objective
+from .losses import Objective, parse_objective
 from .metrics import top1_accuracy
 from .models.slicing import init_from_teacher, refit_to_teacher
 from .rundir import RunDir
@@ -89,6 +95,14 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     eval_every: int = 0
     eval_batch_size: int = 1000
     latency_runs: int = 10
+    #: share of a ``tensors``/``folder`` dataset's train split held out as its val split when it
+    #: ships none (``data.builtin``); the benchmarks' val is fixed (the last 5,000 train images)
+    val_fraction: float = 0.1
+    #: the defaults layer under the explicit settings: ``auto`` (the recipe measured best for the
+    #: teacher's kind, for a ``transfer:`` source given without ``--config``), ``none`` or a YAML
+    #: path. Applied where the config is resolved (:func:`recipe_layer`); a resolved config holds
+    #: the recipe that was applied (or ``none``), which results.json records as ``recipe``
+    recipe: str = "auto"
 
     def validate(self) -> None:
         if not self.teacher:
@@ -110,6 +124,9 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError(f"init_images must be >= 0 and needs student_init=teacher, got {self.init_images}")
         if not 0 <= self.brightness <= 1:
             raise ConfigError(f"brightness is a maximum darkening in [0, 1], got {self.brightness}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        check_recipe(self.recipe)
         kind = self.source.split(":", 1)[0]
         if kind not in ("real", "transfer", "online"):
             raise ConfigError(f"unknown source {self.source!r}; use real, transfer:DIR or online:METHOD")
@@ -132,6 +149,81 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
         return {"real": "kd-real", "online": target}.get(kind, "transfer")
 
 
+def check_recipe(recipe: str) -> str:
+    """Refuse a misspelt ``recipe`` before any file is looked for (``auto``, ``none`` or a YAML path)."""
+    if recipe not in ("auto", "none") and not recipe.endswith((".yaml", ".yml")):
+        raise ConfigError(f"recipe must be auto, none or a YAML file, got {recipe!r}")
+    return recipe
+
+
+#: the repository root, against which shipped recipe paths (``configs/distill/...``) resolve
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recipe_file(recipe: str, given: bool) -> Path:
+    """A recipe path made usable from any directory: a shipped one against the repository root; a
+    path the user gave as given (relative to the CWD), else against the repository root too."""
+    path = Path(recipe).expanduser()
+    if path.is_absolute() or (given and path.is_file()):
+        return path
+    return REPO_ROOT / path
+
+
+def _recipe_teacher(teacher_path: str, teacher_arch: str | None, source: str) -> torch.nn.Module:
+    """The (first) teacher, loaded to learn its kind; a plain state_dict is described by the
+    transfer set, which records its teacher's DatasetInfo."""
+    info = None
+    if teacher_arch is not None:
+        from .transfer_set import TransferSet
+
+        info = TransferSet.open(source.partition(":")[2], verify=False).info
+    return load_teacher(teacher_path, arch=teacher_arch, info=info).model
+
+
+def recipe_defaults(teacher_path: str, source: str, recipe: str = "auto", teacher_arch: str | None = None
+                    ) -> tuple[dict[str, Any], str | None, str]:
+    """``(settings, recipe path or None, why)``: the defaults layer of a distillation config.
+
+    ``auto``: for a ``transfer:`` source, the shipped recipe measured best on sets from this kind
+    of teacher (:func:`generators.default.recipe_choice`; its path relative to the repository
+    root); real and online sources get none (no recipe was measured for them). ``none``: nothing.
+    A YAML path: that file. Put explicit settings on top (``config.merge(settings, user)``) so
+    they win key by key, and record the path as the config's ``recipe``.
+    """
+    if check_recipe(recipe) == "none":
+        return {}, None, "recipe=none"
+    if recipe != "auto":
+        path = _recipe_file(recipe, given=True)
+        if not path.is_file():
+            raise ConfigError(f"recipe={recipe} not found (a path from here or from the repository root)", path)
+        return load_yaml(path), recipe, "given"
+    if not source.startswith("transfer:"):
+        return {}, None, f"source {source!r} is not a transfer set"
+    paths = [p.strip() for p in teacher_path.split(",") if p.strip()]
+    if not paths:
+        return {}, None, "no teacher given"
+    from generators.default import recipe_choice
+
+    path, kind = recipe_choice(_recipe_teacher(paths[0], teacher_arch, source), single=len(paths) == 1)
+    return load_yaml(_recipe_file(path, given=False)), path, f"measured best for {kind}"
+
+
+def recipe_layer(user: dict[str, Any], config_given: bool = False) -> tuple[dict[str, Any], str | None, str]:
+    """:func:`recipe_defaults` for the settings a user gave (config file, flags and key=value
+    merged), ready for ``merge(layer, user)``. ``auto`` applies only without a config file, which
+    is a complete recipe itself. A recipe's ``term_options`` serve its own objective, so those of
+    terms that an explicit ``objective`` leaves out are dropped (not refused as unknown)."""
+    recipe = str(user.get("recipe") or "auto")
+    if recipe == "auto" and config_given:
+        return {}, None, "a config file was given"
+    layer, path, reason = recipe_defaults(str(user.get("teacher") or ""), str(user.get("source") or "real"), recipe,
+                                          user.get("teacher_arch"))
+    if "objective" in user and isinstance(layer.get("term_options"), dict):
+        terms = parse_objective(str(user["objective"]))
+        layer = {**layer, "term_options": {k: v for k, v in layer["term_options"].items() if k in terms}}
+    return layer, path, reason
+
+
 def load_teachers(cfg: DistillConfig, info: DatasetInfo | None) -> tuple[torch.nn.Module, DatasetInfo, list[str]]:
     """One frozen teacher, or a frozen ensemble of several (comma-separated paths)."""
     paths = [p.strip() for p in cfg.teacher.split(",") if p.strip()]
@@ -147,7 +239,8 @@ def load_teachers(cfg: DistillConfig, info: DatasetInfo | None) -> tuple[torch.n
 def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
     kind, _, target = cfg.source.partition(":")
     if kind == "real":
-        return RealDataSource(load_dataset(cfg.dataset or info.name, "train", cfg.data_root, cfg.download))
+        return RealDataSource(load_dataset(cfg.dataset or info.name, "train", cfg.data_root, cfg.download,
+                                           val_fraction=cfg.val_fraction))
     if kind == "online":
         from generators import SYNTHESIZERS
         from generators.base import preset_options
@@ -162,7 +255,7 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
         return OnlineSource(synthesizer, cfg.source)
     from .transfer_set import TransferSet
 
-    transfer = TransferSet.open(target)
+    transfer = TransferSet.open(target)  # the set's directory or the `dfkd synthesize` run holding it
     if (transfer.info.num_classes, transfer.info.shape) != (info.num_classes, info.shape):
         raise ConfigError(
             f"transfer set holds {transfer.info.shape} images for {transfer.info.num_classes} classes; the "
@@ -289,8 +382,9 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     distiller.close()
     augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup,
                     "blur": settings.blur, "brightness": settings.brightness}
+    data = getattr(source, "data", None)  # an online source has no fixed set of images
     return _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
-                   augmentation)
+                   augmentation, len(data) if data is not None else None)
 
 
 def _progress_line(record: dict[str, Any], steps: int) -> str:
@@ -299,18 +393,43 @@ def _progress_line(record: dict[str, Any], steps: int) -> str:
     return f"step {record['step']}/{steps}  {figures}  ({record['elapsed_s']:.0f}s)"
 
 
+def _val_split(cfg: DistillConfig, name: str) -> ImageTensors | None:
+    """The dataset's val split, or None where it has none (a DatasetError: no val file, no train
+    files to take it from). Allowed inside the data-free guard: it is scored, never trained on."""
+    try:
+        return load_dataset(name, "val", cfg.data_root, cfg.download, val_fraction=cfg.val_fraction)
+    except DatasetError:
+        return None
+
+
+def _accuracy(model: torch.nn.Module, data: ImageTensors, batch_size: int, device: torch.device) -> float:
+    """Top-1 accuracy in eval mode (one forward pass), the model's mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        return top1_accuracy(predict(model, data, batch_size, device), data.labels)
+    finally:
+        model.train(was_training)
+
+
 def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
-            augmentation):
-    """Save each student with provenance, evaluate on the real test set, write results.json."""
+            augmentation, images):
+    """Save each student with provenance, evaluate on the real test set (once) and on val where
+    there is one (for model selection), write results.json."""
     config = config_to_dict(cfg)
     provenance = {"teacher_fingerprints": fingerprints, "source": cfg.source, "data_free": cfg.data_free,
                   "objective": repr(slots[0].objective), "steps": steps}
+    val = _val_split(cfg, cfg.dataset or info.name)
+    teacher_val = None if val is None else _accuracy(teacher, val, cfg.eval_batch_size, device)
     students = []
     for i, (slot, spec) in enumerate(zip(slots, specs)):
         path = run.model_path if i == 0 else run.path / f"{slot.name}.pt"
         fp = save_model(path, slot.model, spec, info, config, extra=provenance)
         result = evaluate_classifier(slot.model, test_set, cfg.eval_batch_size, device, reference=teacher,
                                      latency_runs=cfg.latency_runs)
+        if val is not None:
+            result.update({"val_accuracy": _accuracy(slot.model, val, cfg.eval_batch_size, device),
+                           "teacher_val_accuracy": teacher_val, "num_val": len(val)})
         result.update({"name": slot.name, "arch": spec.arch, "path": str(path), "fingerprint": fp})
         students.append(result)
     results = {
@@ -325,10 +444,12 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "dataset": test_set.info.name,
         "seed": cfg.seed,
         "steps": steps,
+        "images": images,  # how many source images the students learnt from (None: an online generator)
         "accuracy_is": "last-step",
         "augmentation": augmentation,
         "student_init": cfg.student_init,
         "init_images": cfg.init_images,
+        "recipe": None if cfg.recipe in ("auto", "none") else cfg.recipe,
         "train_time_s": elapsed,
         "device": str(device),
         "students": students,

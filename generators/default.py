@@ -78,12 +78,23 @@ def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) ->
 CHAIN_RECIPE = "configs/distill/transfer-neighbours-grey-init.yaml"
 
 
+#: the teacher kind each recipe was measured on, as ``dfkd distill`` prints it
+RECIPE_KINDS = {"batchnorm": "a BatchNorm teacher", "plain": "a BN-free teacher", "chain": "a BN-free chain teacher"}
+
+
+def recipe_choice(teacher: nn.Module, single: bool = True) -> tuple[str, str]:
+    """``(recipe, the teacher kind it was measured best for)``. ``single=False`` (an ensemble)
+    skips the chain recipe, whose ``student_init=teacher`` needs one teacher to slice."""
+    kind = _kind(teacher)
+    if kind == "plain" and single and getattr(getattr(teacher, "net", teacher), "is_chain", False):
+        return CHAIN_RECIPE, RECIPE_KINDS["chain"]
+    return DEFAULTS[kind].recipe, RECIPE_KINDS[kind]
+
+
 def distill_recipe(teacher: nn.Module) -> str:
     """The shipped ``dfkd distill --config`` measured best for sets from this kind of teacher:
     grey-level copies (blur, brightness) help near-binary DAFL images of a BN-free teacher (0.914 x
     against 0.866 x over three seeds) and hurt BN-matched ones (-3.6 points on one seed); a chain
-    teacher (LeNet-5 family) also hands its strongest units to the student (README)."""
-    kind = _kind(teacher)
-    if kind == "plain" and getattr(getattr(teacher, "net", teacher), "is_chain", False):
-        return CHAIN_RECIPE
-    return DEFAULTS[kind].recipe
+    teacher (LeNet-5 family) also hands its strongest units to the student (README). A path
+    relative to the repository root; ``dfkd distill`` applies it by itself to ``transfer:`` sources."""
+    return recipe_choice(teacher)[0]

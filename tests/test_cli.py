@@ -145,6 +145,28 @@ def test_preset_flag(tmp_path, trained):
     assert proc.returncode == 2 and "invalid choice: 'huge'" in proc.stderr and not (tmp_path / "s").exists()
 
 
+def test_synthesize_then_distill_the_run_directory_from_elsewhere(trained, tmp_path):
+    """The hint `dfkd synthesize` prints works as printed, from any directory: the run directory is
+    a source, and the recipe measured for the teacher (a BN-free chain LeNet-5) applies by itself."""
+    data, teacher, _ = trained
+    syn = dfkd("synthesize", "--teacher", str(teacher / "model.pt"), "--method", "random-generator", "--n", "32",
+               "--batch-size", "32", "--out", str(tmp_path / "syn"), "shard_size=32", "options.base_channels=8")
+    assert syn.returncode == 0, syn.stderr
+    assert f"--source transfer:{tmp_path / 'syn'} --out DIR" in syn.stdout and "automatically" in syn.stdout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = dfkd("distill", "--teacher", str(teacher / "model.pt"), "--source", f"transfer:{tmp_path / 'syn'}",
+                "--data-root", str(data), "--out", str(tmp_path / "d"), "steps=2", "batch_size=16", "latency_runs=0",
+                cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert ("recipe: configs/distill/transfer-neighbours-grey-init.yaml (measured best for a BN-free chain "
+            "teacher; explicit options win)") in proc.stdout
+    config = yaml.safe_load((tmp_path / "d" / "config.yaml").read_text())
+    assert config["student_init"] == "teacher" and config["blur"] == 1.5 and config["steps"] == 2
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert results["recipe"] == config["recipe"] and "val_accuracy" in results and "teacher_val_accuracy" in results
+
+
 def test_list_commands():
     proc = dfkd("list", "models")
     assert proc.returncode == 0 and "resnet20" in proc.stdout and "lenet5_half" in proc.stdout

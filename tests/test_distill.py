@@ -48,6 +48,12 @@ def test_kd_real_writes_contract_and_learns(toy_teacher, tmp_path):
     results = run_distillation(_cfg(data, teacher, objective="kd=1,ce=0.5", eval_every=8), tmp_path / "r")
     assert results["method"] == "kd-real" and results["data_free"] is False
     assert results["test_accuracy"] > 0.8 and results["agreement"] > 0.8
+    # val (the toy set ships none: the last 10 % of each train class) scores the student and teacher
+    val = load_dataset("tensors", "val", str(data))
+    student = load_model(tmp_path / "r" / "model.pt").model.eval()
+    assert results["num_val"] == len(val) == 52 and results["val_accuracy"] > 0.8
+    assert results["val_accuracy"] == (student(val.as_float(val.images)).argmax(1) == val.labels).float().mean().item()
+    assert results["teacher_val_accuracy"] > 0.9 and results["recipe"] is None
     assert results["objective"].startswith("1*kd(temperature=4") and "0.5*ce" in results["objective"]
     assert (tmp_path / "r" / "model.pt").is_file() and (tmp_path / "r" / "config.yaml").is_file()
     lines = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -61,8 +67,10 @@ def test_kd_real_writes_contract_and_learns(toy_teacher, tmp_path):
 
 def test_data_free_run_cannot_touch_training_data(toy_teacher, tmp_path, monkeypatch):
     data, teacher = toy_teacher
-    results = run_distillation(_cfg(data, teacher, source="online:noise", steps=6, epochs=0), tmp_path / "n")
+    results = run_distillation(_cfg(data, teacher, source="online:noise", steps=6, epochs=0, val_fraction=0.0),
+                               tmp_path / "n")
     assert results["data_free"] is True and results["method"] == "noise"
+    assert "val_accuracy" not in results  # no val file and none held out: no val figures
     # a synthesizer that sneaks a look at real training images is stopped
     import generators.noise as noise
 
@@ -75,21 +83,31 @@ def test_data_free_run_cannot_touch_training_data(toy_teacher, tmp_path, monkeyp
         run_distillation(_cfg(data, teacher, source="online:noise", steps=2, epochs=0), tmp_path / "m")
 
 
-def test_guard_allows_test_split_only(toy_teacher):
+def test_guard_allows_val_and_test_splits_only(toy_teacher):
     data, _ = toy_teacher
     with forbid_training_data():
         assert len(load_dataset("tensors", "test", str(data))) == 128
+        assert len(load_dataset("tensors", "val", str(data))) == 52  # ceil(0.1 * 128) of each of 4 classes
         with pytest.raises(DatasetError):
             load_dataset("tensors", "train", str(data))
-    assert len(load_dataset("tensors", "train", str(data))) == 512
+    assert len(load_dataset("tensors", "train", str(data))) == 512 - 52  # val is held out of train
 
 
-def test_several_students_and_ensemble(toy_teacher, tmp_path):
+def test_several_students_and_ensemble(toy_teacher, tmp_path, monkeypatch):
+    import datafree_kd.distillation as distillation
+
+    calls = []
+    real = distillation.evaluate_classifier
+    monkeypatch.setattr(distillation, "evaluate_classifier", lambda model, data, *a, **k: calls.append(len(data))
+                        or real(model, data, *a, **k))
     data, teacher = toy_teacher
     results = run_distillation(
         _cfg(data, teacher, teacher=f"{teacher},{teacher}", ensemble="confidence",
              student="lenet5_half,lenet5", epochs=1), tmp_path / "e")
     assert [s["arch"] for s in results["students"]] == ["lenet5_half", "lenet5"]
+    assert calls == [128, 128]  # once per student, on test; val costs one forward pass each
+    assert all(0 <= s["val_accuracy"] <= 1 and s["teacher_val_accuracy"] == results["teacher_val_accuracy"]
+               for s in results["students"])
     assert (tmp_path / "e" / "student1.pt").is_file()
     assert len(results["teacher_fingerprints"]) == 2
 
@@ -260,3 +278,102 @@ def test_mixup_blends_pairs_reproducibly():
     distances = torch.cdist(flat_a, flat_x)
     own = distances.diagonal()
     assert (own <= distances.min(dim=1).values + 1e-6).all()
+
+
+# ----------------------------------------------------------------- recipe as the defaults layer
+
+
+def _resolve(*argv: str, config: str | None = None):
+    """What `dfkd distill ARGV` would run with: the config, resolved (nothing is trained)."""
+    from datafree_kd.cli import build_parser
+    from datafree_kd.commands import distill
+
+    args, extra = build_parser().parse_known_args(["distill", "--out", "unused", *argv])
+    args.config, args.overrides = config, list(extra)
+    names = ("teacher", "teacher_arch", "student", "source", "objective", "dataset", "data_root",
+             "steps", "epochs", "seed", "device", "preset")
+    return distill.resolve(args, {k: getattr(args, k) for k in names})
+
+
+@pytest.fixture(scope="module")
+def chain_teacher(tmp_path_factory):
+    """An untrained BN-free LeNet-5 checkpoint: only its kind matters to the recipe."""
+    from datafree_kd.checkpoint import ModelSpec, save_model
+    from datafree_kd.data.info import DatasetInfo
+
+    info = DatasetInfo("tensors", 4, 1, 28, (0.2,), (0.3,))
+    spec = ModelSpec.for_dataset("lenet5", info)
+    path = tmp_path_factory.mktemp("chain") / "lenet5.pt"
+    save_model(path, spec.build(), spec, info)
+    return path
+
+
+def test_transfer_source_without_config_takes_the_recipe_for_the_teacher(toy_teacher, chain_teacher, tmp_path,
+                                                                         monkeypatch, capsys):
+    _, teacher = toy_teacher  # lenet5_bn: a BatchNorm teacher
+    monkeypatch.chdir(tmp_path)  # recipe paths resolve against the repository, not the CWD
+    cfg = _resolve("--teacher", str(teacher), "--source", "transfer:anywhere")
+    assert (cfg.epochs, cfg.objective, cfg.mixup, cfg.recipe) == (200, "kd=1,explore=1", 1.0,
+                                                                  "configs/distill/transfer-neighbours.yaml")
+    assert cfg.term_options == {"explore": {"steps": 0, "eps": 0.05}} and cfg.blur == 0.0
+    assert ("recipe: configs/distill/transfer-neighbours.yaml (measured best for a BatchNorm teacher; "
+            "explicit options win)") in capsys.readouterr().out
+    chain = _resolve("--teacher", str(chain_teacher), "--source", "transfer:anywhere")
+    assert chain.recipe.endswith("transfer-neighbours-grey-init.yaml") and chain.student_init == "teacher"
+    assert "a BN-free chain teacher" in capsys.readouterr().out
+    both = _resolve("--teacher", f"{chain_teacher},{chain_teacher}", "--source", "transfer:anywhere")
+    assert both.recipe.endswith("transfer-neighbours-grey.yaml") and both.student_init == "random"  # an ensemble
+
+
+def test_explicit_options_beat_the_recipe_and_recipe_none_turns_it_off(toy_teacher, tmp_path):
+    _, teacher = toy_teacher
+    common = ("--teacher", str(teacher), "--source", "transfer:anywhere")
+    cfg = _resolve(*common, "--epochs", "3", "objective=kd=1", "lr=0.2", "term_options.kd.temperature=2")
+    assert (cfg.epochs, cfg.objective, cfg.lr, cfg.mixup) == (3, "kd=1", 0.2, 1.0)  # mixup still the recipe's
+    assert cfg.term_options == {"kd": {"temperature": 2}}  # the recipe's explore options left with its term
+    plain = _resolve(*common, "recipe=none")
+    assert plain == DistillConfig(teacher=str(teacher), source="transfer:anywhere", recipe="none")
+    # a real-data source gets no recipe; neither does a run given a config file (a recipe of its own)
+    assert _resolve("--teacher", str(teacher), "--source", "real") == DistillConfig(teacher=str(teacher),
+                                                                                    recipe="none")
+    own = tmp_path / "own.yaml"
+    own.write_text("epochs: 7\n")
+    assert _resolve(*common, config=str(own)).epochs == 7 and _resolve(*common, config=str(own)).recipe == "none"
+    given = _resolve(*common, "recipe=configs/distill/transfer-neighbours-grey.yaml", config=str(own))
+    assert (given.epochs, given.blur, given.recipe) == (7, 1.5, "configs/distill/transfer-neighbours-grey.yaml")
+    with pytest.raises(ConfigError, match="recipe must be auto, none or a YAML file"):
+        _resolve(*common, "recipe=best")
+    with pytest.raises(ConfigError, match="recipe=gone.yaml not found"):
+        _resolve(*common, "recipe=gone.yaml")
+
+
+def test_recipe_defaults_from_python(toy_teacher):
+    from datafree_kd.distillation import recipe_defaults
+
+    _, teacher = toy_teacher
+    layer, path, reason = recipe_defaults(str(teacher), "transfer:anywhere")
+    assert path == "configs/distill/transfer-neighbours.yaml" and layer["epochs"] == 200
+    assert reason == "measured best for a BatchNorm teacher"
+    assert recipe_defaults(str(teacher), "online:noise")[:2] == ({}, None)
+    assert recipe_defaults(str(teacher), "transfer:anywhere", "none")[:2] == ({}, None)
+
+
+def test_distill_from_the_synthesize_run_directory_with_the_recipe(toy_teacher, tmp_path, capsys):
+    from datafree_kd.cli import main
+    from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+
+    data, teacher = toy_teacher
+    run_synthesis(SynthesizeConfig(teacher=str(teacher), method="random-generator", n=64, batch_size=32,
+                                   shard_size=64, device="cpu", options={"base_channels": 8}), tmp_path / "syn")
+    rc = main(["distill", "--teacher", str(teacher), "--source", f"transfer:{tmp_path / 'syn'}", "--data-root",
+               str(data), "--out", str(tmp_path / "d"), "steps=3", "batch_size=32", "latency_runs=0", "device=cpu"])
+    assert rc == 0
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert results["recipe"] == "configs/distill/transfer-neighbours.yaml" and results["steps"] == 3
+    assert results["source"] == f"transfer:{tmp_path / 'syn'}" and "explore" in results["objective"]
+    assert results["augmentation"]["mixup"] == 1.0 and 0 <= results["val_accuracy"] <= 1
+    assert "64 images" in capsys.readouterr().out
+    rc = main(["distill", "--teacher", str(teacher), "--source", f"transfer:{tmp_path}", "--data-root", str(data),
+               "--out", str(tmp_path / "e"), "steps=3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"dfkd: error: {tmp_path}: meta.json missing")

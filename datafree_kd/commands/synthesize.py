@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table([(k, results[k]) for k in ("method", "count", "mean_teacher_confidence",
                                                   "class_balance_entropy_ratio", "fit_time_s", "generate_time_s")]))
     print(f"transfer set: {results['path']}")
-    print(f"distil with: dfkd distill --config {results['distill_recipe']} --teacher {cfg.teacher} "
-          f"--source transfer:{results['path']} --out DIR   (the measured recipe for this teacher; see README)")
+    print(f"distil with: dfkd distill --teacher {cfg.teacher} --source transfer:{args.out} --out DIR   "
+          f"(applies {results['distill_recipe']}, the measured recipe for this teacher, automatically; "
+          "explicit options win)")
     return 0
