@@ -31,6 +31,8 @@ class OnlineSynthesizer(nn.Module):
     online: bool = True
     #: options that restore the paper's sizes (``preset=paper``); the defaults are sized for a CPU
     paper_options: ClassVar[dict[str, Any]] = {}
+    #: options that shrink the method to seconds (``preset=smoke``)
+    smoke_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, info: DatasetInfo) -> None:
         super().__init__()
@@ -60,8 +62,10 @@ class OnlineSynthesizer(nn.Module):
 SYNTHESIZERS: Registry[Any] = Registry("synthesizer")
 
 #: ``cpu``: the class defaults, sized for accuracy per CPU-minute on two cores; ``paper``: each
-#: method's ``paper_options`` on top (the published generator width, iterations, batch), for GPUs.
-PRESETS = ("cpu", "paper")
+#: method's ``paper_options`` on top (the published generator width, iterations, batch), for GPUs;
+#: ``smoke``: each method's ``smoke_options`` (a few steps, a narrow generator) for seconds-long
+#: checks of a pipeline (``dfkd run --smoke``), never for figures.
+PRESETS = ("cpu", "paper", "smoke")
 
 
 def check_preset(preset: str) -> str:
@@ -72,7 +76,7 @@ def check_preset(preset: str) -> str:
 
 def preset_options(factory: Any, preset: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options a synthesizer is built with: the preset's first, the user's on top, key by key."""
-    base = dict(getattr(factory, "paper_options", {})) if check_preset(preset) == "paper" else {}
+    base = {} if check_preset(preset) == "cpu" else dict(getattr(factory, f"{preset}_options", {}))
     return {**base, **options}
 
 
@@ -96,6 +100,8 @@ class MaterializingSynthesizer(nn.Module):
     online: bool = False
     #: options that restore the paper's sizes (``preset=paper``); the defaults are sized for a CPU
     paper_options: ClassVar[dict[str, Any]] = {}
+    #: options that shrink the method to seconds (``preset=smoke``)
+    smoke_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, info: DatasetInfo) -> None:
         super().__init__()

@@ -166,6 +166,7 @@ class DAFL(MaterializingSynthesizer):
     #: generator (lr 0.2, latent 100 are the defaults already). Its CIFAR recipe differs (batch 1024,
     #: lr 0.02, latent 1000): give those as options on top.
     paper_options = {"fit_steps": 24000, "batch_size": 512, "base_channels": 128}
+    smoke_options = {"fit_steps": 2, "batch_size": 16, "base_channels": 8}
 
     def __init__(
         self,
@@ -221,6 +222,7 @@ class DAFLOnline(OnlineGeneratorSynthesizer):
     #: the published generator is 128 channels wide at its seed (ours defaults to 64 on a CPU);
     #: the paper's batch (512) is the distillation's ``batch_size``
     paper_options = {"base_channels": 128}
+    smoke_options = {"base_channels": 8}
 
     def __init__(
         self,

@@ -427,6 +427,7 @@ class DeepInversion(MaterializingSynthesizer):
 
     #: the paper's 2k pixel iterations per batch (ours: 100)
     paper_options = {"iterations": 2000}
+    smoke_options = {"iterations": 2}
 
     def __init__(self, info: DatasetInfo, **options: Any) -> None:
         super().__init__(info)
@@ -485,6 +486,7 @@ class AdaptiveDeepInversionOnline(OnlineSynthesizer):
 
     #: the paper's 2k pixel iterations per batch (ours: 100)
     paper_options = {"iterations": 2000}
+    smoke_options = {"iterations": 2}
 
     def __init__(self, info: DatasetInfo, refresh_every: int = 10, pool_size: int = 4096, **options: Any) -> None:
         super().__init__(info)

@@ -65,6 +65,7 @@ class DFAD(AdversarialGenerator):
     #: the first block; ours defaults to 64 on a CPU). Student side of that run, set on the
     #: distillation: batch 512, SGD lr 0.01, 40 epochs x 50 generator steps.
     paper_options = {"base_channels": 128}
+    smoke_options = {"base_channels": 8}
 
     discrepancy = staticmethod(l1_discrepancy)
     figure = "l1"

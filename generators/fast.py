@@ -285,6 +285,7 @@ class FastMeta(_StudentHolder, _FastCore, MaterializingSynthesizer):
 
     #: the official generator's width (64, doubled in its first block; ours defaults to 64 there)
     paper_options = {"base_channels": 128}
+    smoke_options = {"fit_rounds": 1, "fit_batch_size": 16, "base_channels": 8}
 
     def __init__(
         self,
@@ -345,6 +346,7 @@ class FastMetaOnline(_FastCore, OnlineSynthesizer):
 
     #: the official generator's width (64, doubled in its first block; ours defaults to 64 there)
     paper_options = {"base_channels": 128}
+    smoke_options = {"base_channels": 8}
 
     def __init__(self, info: DatasetInfo, refresh_every: int = 10, pool_size: int = 4096, **options: Any) -> None:
         OnlineSynthesizer.__init__(self, info)

@@ -22,6 +22,7 @@ class RandomGenerator(MaterializingSynthesizer):
 
     #: the untrained twin of DAFL's paper-sized generator
     paper_options = {"base_channels": 128}
+    smoke_options = {"base_channels": 8}
 
     def __init__(self, info: DatasetInfo, latent_dim: int = 100, base_channels: int = 64) -> None:
         super().__init__(info)

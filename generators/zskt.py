@@ -44,6 +44,7 @@ class ZSKT(AdversarialGenerator):
 
     #: the published generator is 128 channels wide at its seed (ours defaults to 64 on a CPU)
     paper_options = {"base_channels": 128}
+    smoke_options = {"base_channels": 8}
 
     discrepancy = staticmethod(forward_kl)
     figure = "kl"

@@ -133,6 +133,23 @@ def test_paper_preset_builds_and_changes_every_synthesizer(name):
         assert _option_value(cpu_built, key) != value, (name, key)
 
 
+@pytest.mark.parametrize("name", SYNTHESIZERS.names())
+def test_smoke_preset_builds_every_synthesizer_smaller(name):
+    """``preset=smoke`` (``dfkd run --smoke``) uses real options of each method and shrinks it."""
+    from generators.base import preset_options
+
+    factory = SYNTHESIZERS.get(name)
+    smoke = preset_options(factory, "smoke", {})
+    assert smoke == factory.smoke_options
+    if name == "noise":
+        return
+    assert smoke, f"{name} has no smoke sizes"
+    cpu_built, smoke_built = factory(INFO), factory(INFO, **smoke)
+    for key, value in smoke.items():
+        assert _option_value(smoke_built, key) == value
+        assert value < _option_value(cpu_built, key), (name, key)
+
+
 def test_preset_options_let_the_user_win_and_refuse_unknown_presets():
     from generators.base import preset_options
 
