@@ -105,6 +105,11 @@ def test_shipped_configs_load(path):
 
                 SYNTHESIZERS.get(row["method"])(info, **row.get("options", {}))
         return
+    if path.parent.name == "experiments":  # a pipeline: stages of known kinds, inputs naming earlier stages
+        from datafree_kd.experiment import ExperimentSpec
+
+        assert ExperimentSpec.from_dict(data, str(path)).stages
+        return
     cls = {"teacher": TeacherTrainConfig, "evaluate": EvaluateConfig, "distill": DistillConfig,
            "synthesize": SynthesizeConfig}[path.parent.name]
     required = {EvaluateConfig: {"model": "x.pt"}, DistillConfig: {"teacher": "t.pt"}, SynthesizeConfig: {"teacher": "t.pt"}}

@@ -1,0 +1,51 @@
+"""The ``distill`` stage: student(s) from a teacher and a batch source (``dfkd distill``).
+
+With a ``source`` input (a ``synthesize`` stage) the student learns from that transfer set, and
+the recipe measured best for the teacher's kind is the defaults layer under the stage's own
+config, as with ``dfkd distill`` without ``--config``. Without one, the config's ``source``
+(``online:METHOD``, or ``real`` for the named baseline) is used as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import config_from_dict, merge
+from ..distillation import DistillConfig, recipe_layer, run_distillation
+from .base import Stage, StageOutput, register_stage
+
+
+@register_stage("distill")
+class DistillStage(Stage):
+    config_cls = DistillConfig
+    inputs = {"teacher": "model", "source": "transfer_set"}
+    required_inputs = frozenset({"teacher"})
+    smoke = {"steps": 6, "epochs": 0, "eval_every": 0, "latency_runs": 0, "checkpoint_every": 3, "log_every": 2}
+
+    def input_fields(self, inputs: dict[str, Any], name: str) -> dict[str, Any]:
+        fields = {"teacher": inputs["teacher"].artefact("model", name)}
+        source: StageOutput | None = inputs.get("source")
+        if source is not None:
+            fields["source"] = f"transfer:{source.artefact('transfer_set', name)}"
+        return fields
+
+    def build_config(self, config: dict[str, Any], inputs: dict[str, Any], name: str) -> DistillConfig:
+        user = merge(config, self.input_fields(inputs, name))
+        layer, path, _ = recipe_layer(user)
+        return config_from_dict(DistillConfig, {**merge(layer, user), "recipe": path or "none"})
+
+    def smoke_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        shrunk = merge(config, self.smoke)
+        if config.get("init_images"):
+            shrunk["init_images"] = 16
+        return shrunk
+
+    def run(self, cfg: DistillConfig, out: Path, resume: bool) -> dict[str, Any]:
+        return run_distillation(cfg, out, resume=resume)
+
+    def outputs(self, out: Path, results: dict[str, Any]) -> tuple[dict[str, str], str]:
+        return {"model": str(out / "model.pt")}, results["fingerprint"]
+
+    def command(self, cfg: Any, out: Path) -> str:
+        return f"dfkd distill --config {out}/config.yaml --out {out}"

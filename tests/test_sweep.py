@@ -1,0 +1,105 @@
+"""Sweeps and the set-size ablation: grid expansion, shared stages, skipping finished runs, the CSV,
+the summary and the plots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import write_tensor_dataset
+from datafree_kd.errors import ConfigError
+from datafree_kd.experiment import ExperimentSpec
+from datafree_kd.experiment.sweep import ablate_size_jobs, expand_grid, parse_grid, run_name
+from datafree_kd.study_plots import DPI, FIGSIZE
+from datafree_kd.study_tables import read_results_csv
+from test_experiment import _env, toy_experiment
+
+
+def test_grid_expands_to_the_product_with_seeds_fastest():
+    grid = parse_grid(["student.lr=0.01,0.001", "synthetic.method=dafl,random-generator"])
+    assert grid == [("student.lr", [0.01, 0.001]), ("synthetic.method", ["dafl", "random-generator"])]
+    points = expand_grid(grid, [0, 1, 2])
+    assert len(points) == 12 and [p["seed"] for p in points[:3]] == [0, 1, 2]
+    assert points[0] == {"student.lr": 0.01, "synthetic.method": "dafl", "seed": 0}
+    assert len({run_name(p) for p in points}) == 12
+    assert run_name({"a": "x/y z", "seed": 0}) == "a=x-y-z_seed=0"
+    for bad in (["student.lr"], ["=1,2"], ["student.lr="], ["a=1", "a=2"]):
+        with pytest.raises(ConfigError):
+            parse_grid(bad)
+
+
+def test_ablate_size_jobs_share_one_set_per_method_and_seed(tmp_path):
+    data = write_tensor_dataset(tmp_path / "data")
+    spec = ExperimentSpec.from_dict(toy_experiment(data))
+    jobs = ablate_size_jobs(spec, [64, 32, 128], ["dafl", "random-generator"], [0, 1], tmp_path / "o")
+    assert len(jobs) == 12 and [j.swept["n"] for j in jobs[:4]] == [32] * 4
+    for job in jobs:
+        synth = next(s for s in job.spec.stages if s.kind == "synthesize").config
+        student = next(s for s in job.spec.stages if s.kind == "distill").config
+        assert synth["n"] == 128 and synth["method"] == job.swept["method"]
+        # the experiment's own options stay with its method; another method gets its defaults
+        assert synth["options"] == ({} if job.swept["method"] != "dafl" else {"fit_steps": 3, "batch_size": 16,
+                                                                               "base_channels": 8})
+        assert student["transfer_size"] == job.swept["n"] and student["epochs"] == 0
+        assert student["steps"] == 24  # the experiment's own step budget, for every size
+    by_epochs = ablate_size_jobs(spec, [32, 64], ["dafl"], [0], tmp_path / "o", budget="epochs", epochs=3)
+    assert all(next(s for s in j.spec.stages if s.kind == "distill").config["epochs"] == 3 for j in by_epochs)
+    with pytest.raises(ConfigError, match="budget"):
+        ablate_size_jobs(spec, [32], ["dafl"], [0], tmp_path / "o", budget="time")
+
+
+def _png_size(path):
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        return image.format, image.size
+
+
+def test_sweep_writes_csv_summary_and_plots_and_skips_finished_runs(tmp_path):
+    data = write_tensor_dataset(tmp_path / "data", n_train=192, n_test=48)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(toy_experiment(data, steps=8)))
+    cmd = [sys.executable, "-m", "datafree_kd.cli", "sweep", str(path), "--grid", "student.steps=4,8",
+           "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path / "sweep")]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "sweep"
+    rows = read_results_csv(out / "results.csv")
+    assert len(rows) == 4
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["student.steps", "seed"]
+    for column in ("test_accuracy", "val_accuracy", "teacher_accuracy", "attacks.pgd20", "attacks.fgsm", "cpu_s"):
+        assert column in header
+    assert sorted((r["student.steps"], r["seed"]) for r in rows) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+    # one teacher and one set per seed, shared by both values of the swept student key
+    assert len(list((out / "stages").glob("teacher-*/stage.json"))) == 2
+    assert len(list((out / "stages").glob("synthetic-*/stage.json"))) == 2
+    summary = (out / "summary.md").read_text()
+    assert "Selected on val" in summary and "95" in summary and "±" in summary
+    for png in ("accuracy_vs_size.png", "clean_vs_robust.png"):
+        assert _png_size(out / png) == ("PNG", (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI)))
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.count(": skipped") == 4, again.stdout
+    assert read_results_csv(out / "results.csv") == rows
+
+
+def test_ablate_size_end_to_end(tmp_path):
+    data = write_tensor_dataset(tmp_path / "data", n_train=192, n_test=48)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(toy_experiment(data, steps=8)))
+    cmd = [sys.executable, "-m", "datafree_kd.cli", "ablate-size", str(path), "--sizes", "32,64,128",
+           "--methods", "dafl,random-generator", "--seeds", "0", "--steps", "6", "--jobs", "2",
+           "--out", str(tmp_path / "abl")]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = read_results_csv(tmp_path / "abl" / "results.csv")
+    assert len(rows) == 6 and {r["images"] for r in rows} == {32, 64, 128} and {r["steps"] for r in rows} == {6}
+    assert len(list((tmp_path / "abl" / "stages").glob("synthetic-*/stage.json"))) == 2
+    report = json.loads((tmp_path / "abl" / "runs" / "method=dafl_n=32_seed=0" / "report.json").read_text())
+    assert report["student"]["images"] == 32
+    assert _png_size(tmp_path / "abl" / "accuracy_vs_size.png")[0] == "PNG"
