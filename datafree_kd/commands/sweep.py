@@ -24,6 +24,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each on one torch thread (default 1)")
     parser.add_argument("--executor", default="local", help=f"where runs execute ({', '.join(EXECUTORS.names())})")
     parser.add_argument("--out", required=True, help="study directory (runs/, stages/, results.csv, summary.md, PNGs)")
+    parser.add_argument("--stages", help="stage cache to share with other studies (default OUT/stages)")
     parser.set_defaults(overrides=[])
 
 
@@ -55,7 +56,10 @@ def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     out = Path(args.out)
-    print(f"{len(jobs)} runs, {args.jobs} at a time, in {out / 'runs'} (shared stages: {out / 'stages'})")
+    if args.stages:
+        for job in jobs:
+            job.stages_dir = Path(args.stages)
+    print(f"{len(jobs)} runs, {args.jobs} at a time, in {out / 'runs'} (shared stages: {jobs[0].stages_dir})")
     results = EXECUTORS.get(args.executor)(jobs, args.jobs, _progress)
     failed = [r for r in results if r.status == "failed"]
     rows = [report_row(r.job) for r in results if r.status != "failed"]
