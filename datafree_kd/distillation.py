@@ -11,14 +11,12 @@ the teacher's kind, under whatever the user gives explicitly.
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .checkpoint import ModelSpec, check_compatible, save_model
 from .config import config_to_dict, load_yaml
@@ -26,7 +24,7 @@ from .data import forbid_training_data, load_dataset
 from .data.info import DatasetInfo
 from .data.memory import ImageTensors
 from .data.augment import augment_batch, mixup_images
-from .distiller import Distiller, LoopSettings, StudentSlot, WindowAverage
+from .distiller import Distiller, LoopSettings, StudentSlot
 from .ensemble import TeacherEnsemble
 from .errors import ConfigError, DatasetError
 from .evaluation import evaluate_classifier, predict
@@ -38,10 +36,8 @@ from .runtime import resolve_device, seed_everything, set_threads
 from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
 from .teacher import load_teacher
 from .teacher_training import recipe_for
-from .training import (
-    OptimizerSettings, RuntimeSettings, build_optimizer, build_scheduler, check_same_config,
-    load_training_state, save_training_state,
-)
+from .loop import LoopSchedule, TrainingLoop
+from .training import OptimizerSettings, RuntimeSettings, build_optimizer, build_scheduler
 
 
 @dataclass
@@ -347,38 +343,22 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
         slot.scheduler = build_scheduler(slot.optimizer, cfg.schedule, steps, cfg.warmup_steps)
     print(f"objective: {slots[0].objective!r}; source: {source.description}; steps: {steps}")
 
-    stateful = distiller.stateful()
-    history: list[dict[str, Any]] = []
-    start, elapsed = 0, 0.0
-    if resume and run.state_path.exists():
-        progress = load_training_state(run.state_path, stateful, generator)
-        check_same_config(progress.get("config", {}), config_to_dict(cfg), run.state_path)
-        start, history, elapsed = progress["step"], list(progress["history"]), progress["elapsed_s"]
-        print(f"resuming from step {start} of {steps}")
-    run.reset_metrics(history)
+    def evaluate() -> dict[str, float]:
+        figures = {}
+        for slot in slots:
+            slot.model.eval()
+            figures[f"{slot.name}/test_accuracy"] = top1_accuracy(predict(slot.model, test_set, cfg.eval_batch_size,
+                                                                          device), test_set.labels)
+        return figures
 
-    window = WindowAverage()
-    began = time.perf_counter()
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="distill", disable=None):
-        window.add(distiller.step(generator))
-        done = step + 1
-        if done % cfg.log_every == 0 or done == steps:
-            record: dict[str, Any] = {"step": done, **window.flush()}
-            if cfg.eval_every and (done % cfg.eval_every == 0 or done == steps):
-                for slot in slots:
-                    slot.model.eval()
-                    logits = predict(slot.model, test_set, cfg.eval_batch_size, device)
-                    record[f"{slot.name}/test_accuracy"] = top1_accuracy(logits, test_set.labels)
-            record["elapsed_s"] = elapsed + time.perf_counter() - began
-            history.append(record)
-            run.append_metrics(record)
-            if done % (10 * cfg.log_every) == 0 or done == steps or any("test_accuracy" in k for k in record):
-                print(_progress_line(record, steps), flush=True)
-        if done % cfg.checkpoint_every == 0 or done == steps:
-            progress = {"step": done, "history": history, "config": config_to_dict(cfg),
-                        "elapsed_s": elapsed + time.perf_counter() - began}
-            save_training_state(run.state_path, stateful, generator, progress)
-    elapsed += time.perf_counter() - began
+    schedule = LoopSchedule(steps, unit="step", log_every=cfg.log_every, eval_every=cfg.eval_every,
+                            checkpoint_every=cfg.checkpoint_every, print_every=10 * cfg.log_every)
+    loop = TrainingLoop(run, distiller.stateful(), generator, schedule, config_to_dict(cfg),
+                        lambda record: _progress_line(record, steps))
+    if resume:
+        loop.resume()
+    history = loop.fit(lambda step: distiller.step(generator), evaluate if cfg.eval_every else None)
+    elapsed = loop.elapsed
     distiller.close()
     augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup,
                     "blur": settings.blur, "brightness": settings.brightness}
@@ -456,5 +436,4 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "history": history,
     }
     run.write_results(results)
-    run.write_metrics_csv(history)
     return results

@@ -7,10 +7,9 @@ weighted objective (after that objective's adversaries, e.g. a discriminator, ta
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -165,24 +164,3 @@ class _TermOptimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.term.load_optimizer_state_dict(state)
 
-
-class WindowAverage:
-    """Mean of each logged figure since the last flush (metrics are written every N steps)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.began = time.perf_counter()
-
-    def add(self, values: dict[str, float]) -> None:
-        self.count += 1
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-
-    def flush(self) -> dict[str, float]:
-        out = {k: v / max(1, self.count) for k, v in self.sums.items()}
-        self.sums, self.count = {}, 0
-        return out
-
-
-EvalFn = Callable[[nn.Module], float]

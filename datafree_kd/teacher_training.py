@@ -20,7 +20,6 @@ Robust teachers (``adversarial``, L∞ threat model, all through :func:`adversar
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,8 @@ from .evaluation import evaluate_classifier, predict
 from .metrics import top1_accuracy
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
-from .training import (
-    OptimizerSettings, RuntimeSettings, build_optimizer, build_scheduler, check_same_config,
-    load_training_state, save_training_state,
-)
+from .loop import LoopSchedule, TrainingLoop
+from .training import OptimizerSettings, RuntimeSettings, build_optimizer, build_scheduler
 
 
 @dataclass
@@ -157,18 +154,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         optimizer, cfg.schedule, cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     )
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-    history: list[dict[str, Any]] = []
-    start_epoch, elapsed = 0, 0.0
-    if resume and run.state_path.exists():
-        progress = load_training_state(run.state_path, stateful, generator)
-        check_same_config({**_ADVERSARIAL_DEFAULTS, **progress.get("config", {})}, config_to_dict(cfg), run.state_path)
-        start_epoch, history, elapsed = progress["epoch"], list(progress["history"]), progress["elapsed_s"]
-        print(f"resuming from epoch {start_epoch} of {cfg.epochs}")
-    run.reset_metrics(history)
     adversarial = cfg.adversarial_settings()
 
-    for epoch in range(start_epoch, cfg.epochs):
-        began = time.perf_counter()
+    def train_epoch(epoch: int) -> dict[str, float]:
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         batches = train_set.batches(cfg.batch_size, shuffle=True, generator=generator, drop_last=True, device=device)
@@ -186,23 +174,18 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-        elapsed += time.perf_counter() - began
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "lr": scheduler.get_last_lr()[0],
-            "elapsed_s": elapsed,
-        }
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            model.eval()
-            record["test_accuracy"] = top1_accuracy(predict(model, test_set, cfg.eval_batch_size, device), test_set.labels)
-        history.append(record)
-        run.append_metrics(record)
-        print(_epoch_line(record), flush=True)
-        save_training_state(
-            run.state_path, stateful, generator, {"epoch": epoch + 1, "history": history, "elapsed_s": elapsed, "config": config_to_dict(cfg)}
-        )
+        return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": scheduler.get_last_lr()[0]}
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        return {"test_accuracy": top1_accuracy(predict(model, test_set, cfg.eval_batch_size, device), test_set.labels)}
+
+    schedule = LoopSchedule(cfg.epochs, unit="epoch", eval_every=cfg.eval_every)
+    loop = TrainingLoop(run, stateful, generator, schedule, config_to_dict(cfg), _epoch_line, _ADVERSARIAL_DEFAULTS)
+    if resume:
+        loop.resume()
+    history = loop.fit(train_epoch, evaluate)
+    elapsed = loop.elapsed
 
     config = config_to_dict(cfg)
     fp = save_model(run.model_path, model, spec, info, config, extra={"history": history})
@@ -225,7 +208,6 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         }
     )
     run.write_results(results)
-    run.write_metrics_csv(history)
     return results
 
 

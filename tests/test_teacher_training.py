@@ -7,7 +7,7 @@ import torch
 
 from datafree_kd.checkpoint import load_model
 from datafree_kd.data.augment import augment_batch, random_crop
-import datafree_kd.teacher_training as tt
+import datafree_kd.loop as loop_core
 from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
 
 
@@ -21,16 +21,16 @@ def test_interrupted_run_resumes_to_identical_weights(tensor_data, tmp_path, mon
     train_teacher(cfg, tmp_path / "straight")
 
     # Interrupt the same recipe right after its first epoch's state is written, then resume.
-    original = tt.save_training_state
+    original = loop_core.save_training_state  # the shared loop core checkpoints every trainer
 
     def stop_after_first_epoch(*args, **kwargs):
         original(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tt, "save_training_state", stop_after_first_epoch)
+    monkeypatch.setattr(loop_core, "save_training_state", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_teacher(cfg, tmp_path / "partial")
-    monkeypatch.setattr(tt, "save_training_state", original)
+    monkeypatch.setattr(loop_core, "save_training_state", original)
     assert torch.load(tmp_path / "partial" / "last.pt", weights_only=True)["progress"]["epoch"] == 1
     assert not (tmp_path / "partial" / "model.pt").exists()
 

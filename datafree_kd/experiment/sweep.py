@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..config import merge, parse_overrides
+from ..config import merge
 from ..errors import ConfigError
 from .executor import Job
 from .spec import ExperimentSpec

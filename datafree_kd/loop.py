@@ -1,0 +1,120 @@
+"""The one training-loop core every trainer plugs into (teacher training, distillation).
+
+A trainer supplies what one *unit* of training is (an epoch of supervised training, one
+distillation step) and what its periodic evaluation measures; the loop owns the rest, the same
+way for all of them (Lightning's ``fit``):
+
+* exact resume from ``last.pt`` (weights, optimisers, schedulers, data order and RNG states),
+  refused under a different config;
+* metrics: the unit figures averaged over each logging window, written to ``metrics.jsonl``
+  (and ``metrics.csv`` at the end) and kept as ``history``;
+* periodic evaluation every ``eval_every`` units and at the last one (reported, never used to
+  select a model: results are last-unit);
+* atomic checkpoints every ``checkpoint_every`` units and at the last one;
+* a progress bar over the units and a printed line now and then.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .rundir import RunDir
+from .training import check_same_config, load_training_state, save_training_state
+
+
+class WindowAverage:
+    """Mean of each logged figure since the last flush (metrics are written every N units)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        self.count += 1
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+
+    def flush(self) -> dict[str, float]:
+        out = {k: v / max(1, self.count) for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out
+
+
+@dataclass
+class LoopSchedule:
+    """How often the loop logs, evaluates, checkpoints and prints, in units (0: never, but the last)."""
+
+    total: int
+    unit: str = "step"
+    log_every: int = 1
+    eval_every: int = 0
+    checkpoint_every: int = 1
+    print_every: int = 1
+
+    def due(self, every: int, done: int) -> bool:
+        return done == self.total or (every > 0 and done % every == 0)
+
+
+@dataclass
+class TrainingLoop:
+    """Runs ``train_unit`` from the resumed position to ``schedule.total``; see the module docstring.
+
+    ``stateful`` names everything saved for an exact resume; ``config`` is the run's resolved
+    config (saved with the state and compared on resume, ``saved_defaults`` filling fields older
+    states lack).
+    """
+
+    run: RunDir
+    stateful: dict[str, Any]
+    generator: torch.Generator
+    schedule: LoopSchedule
+    config: dict[str, Any]
+    describe: Callable[[dict[str, Any]], str]
+    saved_defaults: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 0
+    elapsed: float = 0.0
+
+    def resume(self) -> None:
+        """Continue from ``last.pt`` when there is one (the caller asked for ``--resume``)."""
+        if not self.run.state_path.exists():
+            return
+        progress = load_training_state(self.run.state_path, self.stateful, self.generator)
+        check_same_config({**self.saved_defaults, **progress.get("config", {})}, self.config, self.run.state_path)
+        unit = self.schedule.unit
+        self.start, self.history, self.elapsed = progress[unit], list(progress["history"]), progress["elapsed_s"]
+        print(f"resuming from {unit} {self.start} of {self.schedule.total}")
+
+    def fit(self, train_unit: Callable[[int], dict[str, float]],
+            evaluate: Callable[[], dict[str, float]] | None = None) -> list[dict[str, Any]]:
+        """Train every remaining unit; return the history (one record per logging window)."""
+        schedule = self.schedule
+        self.run.reset_metrics(self.history)
+        window = WindowAverage()
+        began = time.perf_counter()
+        units = range(self.start, schedule.total)
+        for index in tqdm(units, initial=self.start, total=schedule.total, desc=schedule.unit + "s", disable=None):
+            window.add(train_unit(index))
+            done = index + 1
+            if schedule.due(schedule.log_every, done):
+                record: dict[str, Any] = {schedule.unit: done, **window.flush()}
+                evaluated = evaluate is not None and schedule.due(schedule.eval_every, done)
+                if evaluated:
+                    record.update(evaluate())
+                record["elapsed_s"] = self.elapsed + time.perf_counter() - began
+                self.history.append(record)
+                self.run.append_metrics(record)
+                if evaluated or schedule.due(schedule.print_every, done):
+                    print(self.describe(record), flush=True)
+            if schedule.due(schedule.checkpoint_every, done):
+                progress = {schedule.unit: done, "history": self.history, "config": self.config,
+                            "elapsed_s": self.elapsed + time.perf_counter() - began}
+                save_training_state(self.run.state_path, self.stateful, self.generator, progress)
+        self.elapsed += time.perf_counter() - began
+        self.run.write_metrics_csv(self.history)
+        return self.history
