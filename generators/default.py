@@ -73,6 +73,12 @@ def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) ->
     return choice.method, {**choice.options, **(options or {})}, choice.reason
 
 
+def measured_options(method: str) -> dict[str, Any]:
+    """The CPU options measured best for ``method`` where it is a default (e.g. dafl's 800 steps at
+    lr 0.02), else none: what a study that swaps in ``method`` should start from."""
+    return next((dict(c.options) for c in DEFAULTS.values() if c.method == method), {})
+
+
 #: for a BN-free *chain* teacher (the LeNet-5 family) whose sets go to a narrower copy of it: the
 #: grey recipe with the student started from the teacher's strongest units (``student_init``)
 CHAIN_RECIPE = "configs/distill/transfer-neighbours-grey-init.yaml"

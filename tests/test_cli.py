@@ -172,7 +172,8 @@ def test_list_commands():
     assert proc.returncode == 0 and "resnet20" in proc.stdout and "lenet5_half" in proc.stdout
     proc = dfkd("list", "datasets")
     assert proc.returncode == 0 and "fashion-mnist" in proc.stdout
-    expected = {"terms": "discriminator", "synthesizers": "dfad (online)", "attacks": "autoattack"}
+    expected = {"terms": "discriminator", "synthesizers": "dfad (online)", "attacks": "autoattack",
+                "stages": "distill (inputs: teacher, source)", "executors": "local"}
     for what, needle in expected.items():
         proc = dfkd("list", what)
         assert proc.returncode == 0 and needle in proc.stdout, (what, proc.stdout)

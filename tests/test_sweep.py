@@ -42,11 +42,13 @@ def test_ablate_size_jobs_share_one_set_per_method_and_seed(tmp_path):
         synth = next(s for s in job.spec.stages if s.kind == "synthesize").config
         student = next(s for s in job.spec.stages if s.kind == "distill").config
         assert synth["n"] == 128 and synth["method"] == job.swept["method"]
-        # the experiment's own options stay with its method; another method gets its defaults
+        # the experiment's own options stay with its method; another method gets its measured ones
         assert synth["options"] == ({} if job.swept["method"] != "dafl" else {"fit_steps": 3, "batch_size": 16,
                                                                                "base_channels": 8})
         assert student["transfer_size"] == job.swept["n"] and student["epochs"] == 0
         assert student["steps"] == 24  # the experiment's own step budget, for every size
+    fast = ablate_size_jobs(spec, [32], ["fast"], [0], tmp_path / "o")[0]
+    assert next(s for s in fast.spec.stages if s.kind == "synthesize").config["options"]["fit_rounds"] == 200
     by_epochs = ablate_size_jobs(spec, [32, 64], ["dafl"], [0], tmp_path / "o", budget="epochs", epochs=3)
     assert all(next(s for s in j.spec.stages if s.kind == "distill").config["epochs"] == 3 for j in by_epochs)
     with pytest.raises(ConfigError, match="budget"):

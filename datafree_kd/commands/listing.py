@@ -1,4 +1,4 @@
-"""``dfkd list models|datasets|terms|synthesizers|attacks``: what the registries hold."""
+"""``dfkd list models|datasets|terms|synthesizers|attacks|stages|executors``: what the registries hold."""
 
 from __future__ import annotations
 
@@ -37,8 +37,21 @@ def _attacks() -> list[str]:
     return ATTACKS.names()
 
 
+def _stages() -> list[str]:
+    from ..stages import STAGES
+
+    return [f"{n} (inputs: {', '.join(STAGES.get(n).inputs) or 'none'})" for n in STAGES.names()]
+
+
+def _executors() -> list[str]:
+    from ..experiment.executor import EXECUTORS
+
+    return EXECUTORS.names()
+
+
 LISTERS: dict[str, Callable[[], list[str]]] = {
     "models": _models, "datasets": _datasets, "terms": _terms, "synthesizers": _synthesizers, "attacks": _attacks,
+    "stages": _stages, "executors": _executors,
 }
 
 

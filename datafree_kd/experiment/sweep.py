@@ -79,8 +79,11 @@ def ablate_size_jobs(spec: ExperimentSpec, sizes: Sequence[int], methods: Sequen
     """One ``max(sizes)`` set per method and seed, each size distilled from its nested prefix
     (``transfer_size``) with the same number of steps (``budget="steps"``) or epochs.
 
-    A method other than the experiment's own gets its own default options (options are per method).
+    Options are per method: the experiment's own apply to the method it names; another method
+    starts from its measured CPU options (:func:`generators.default.measured_options`), if any.
     """
+    from generators.default import measured_options
+
     if budget not in ("steps", "epochs"):
         raise ConfigError(f"budget must be steps or epochs, got {budget!r}")
     if not sizes or min(sizes) < 1 or not methods or not seeds:
@@ -99,7 +102,7 @@ def ablate_size_jobs(spec: ExperimentSpec, sizes: Sequence[int], methods: Sequen
         training = {"epochs": epochs or int(student_cfg.get("epochs", 15)), "steps": 0}
     jobs = []
     for n, method, seed in itertools.product(sorted(sizes), methods, seeds):
-        options = base.config.get("options", {}) if method == base.config.get("method") else {}
+        options = base.config.get("options", {}) if method == base.config.get("method") else measured_options(method)
         stages = [dataclasses.replace(s, config={**s.config, "method": method, "n": max(sizes), "options": options})
                   if s.name == synth else
                   dataclasses.replace(s, config=merge(s.config, {"transfer_size": n, **training}))
