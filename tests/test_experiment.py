@@ -156,6 +156,8 @@ def test_bad_experiments_are_one_line_errors(toy, tmp_path):
     with pytest.raises(ConfigError, match="take inputs teacher"):
         ExperimentSpec.from_dict(wrong_slot)
     spec = ExperimentSpec.from_dict(good)
+    with pytest.raises(ConfigError, match="unknown distill config key.* epochz"):
+        spec.with_overrides(["student.epochz=3"])
     with pytest.raises(ConfigError, match="neither a stage"):
         spec.with_overrides(["sed=1"])
     path = tmp_path / "exp.yaml"
@@ -163,6 +165,7 @@ def test_bad_experiments_are_one_line_errors(toy, tmp_path):
     proc = subprocess.run(_dfkd("run", str(path), "--out", str(tmp_path / "o"), "student.epochz=3"), env=_env(),
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "epochz" in proc.stderr
+    assert not (tmp_path / "o").exists()  # refused before any stage ran
 
 
 def test_shipped_experiments_parse():

@@ -94,6 +94,10 @@ class ExperimentSpec:
                 if missing:
                     raise ConfigError(f"stage {stage.name!r}: input {slot!r} names {', '.join(map(repr, missing))}, "
                                       "which is not an earlier stage", self.source or None)
+            unknown = sorted(set(stage.config) - _fields(stage.kind))
+            if unknown:  # caught before any stage runs, not when the run reaches this one
+                raise ConfigError(f"stage {stage.name!r}: unknown {stage.kind} config key(s) {', '.join(unknown)}",
+                                  self.source or None)
             absent = sorted(kind.required_inputs - set(stage.inputs))
             if absent:
                 raise ConfigError(f"stage {stage.name!r} ({stage.kind}) needs input(s) {', '.join(absent)}",
@@ -113,7 +117,9 @@ class ExperimentSpec:
         if unknown:
             raise ConfigError(f"override {unknown[0]!r} is neither a stage ({', '.join(sorted(names))}) nor a key of "
                               "any stage's config")
-        return dataclasses.replace(self, stages=stages, defaults=defaults)
+        varied = dataclasses.replace(self, stages=stages, defaults=defaults)
+        varied.check()
+        return varied
 
     def to_dict(self) -> dict[str, Any]:
         """The experiment as a file would hold it (sweeps write one per run)."""
