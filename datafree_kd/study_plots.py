@@ -81,7 +81,7 @@ def plot_metric_vs_size(cells: Sequence[dict], path: str | os.PathLike, size_key
         mean = _col(group, f"{metric}_mean")
         low, high = _col(group, f"{metric}_ci_low"), _col(group, f"{metric}_ci_high")
         sizes.update(x.tolist())
-        (line,) = ax.plot(x, mean, marker="o", label=str(name))
+        (line,) = ax.plot(x, mean, marker="o", label=metric if name is None else str(name))
         ok = np.isfinite(low) & np.isfinite(high)
         if ok.any():
             ax.fill_between(x, np.where(ok, low, mean), np.where(ok, high, mean), where=ok,
@@ -108,7 +108,7 @@ def plot_metric_vs_size(cells: Sequence[dict], path: str | os.PathLike, size_key
                                                         lambda f: f * teacher))
         right.set_ylabel(f"fraction of {reference_label} ({teacher:.3f})")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(title=series_key, fontsize=8)
+        ax.legend(title=series_key or None, fontsize=8)
     return save_figure(fig, path)
 
 
@@ -124,7 +124,7 @@ def plot_clean_vs_robust(cells: Sequence[dict], path: str | os.PathLike, series_
         x, y = _col(group, f"{clean}_mean"), _col(group, f"{robust}_mean")
         xerr, yerr = _col(group, f"{clean}_std"), _col(group, f"{robust}_std")
         ax.errorbar(x, y, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o",
-                    capsize=3, label=str(name))
+                    capsize=3, label="mean over seeds" if name is None else str(name))
         if label_key is not None:
             for cell, xi, yi in zip(group, x, y):
                 value = cell.get(label_key)
@@ -137,5 +137,5 @@ def plot_clean_vs_robust(cells: Sequence[dict], path: str | os.PathLike, series_
     ax.grid(True, alpha=0.3)
     ax.set_title(title or "clean vs robust accuracy (bars: std over seeds)", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(title=series_key, fontsize=8)
+        ax.legend(title=series_key or None, fontsize=8)
     return save_figure(fig, path)
