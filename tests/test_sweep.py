@@ -105,3 +105,4 @@ def test_ablate_size_end_to_end(tmp_path):
     report = json.loads((tmp_path / "abl" / "runs" / "method=dafl_n=32_seed=0" / "report.json").read_text())
     assert report["student"]["images"] == 32
     assert _png_size(tmp_path / "abl" / "accuracy_vs_size.png")[0] == "PNG"
+    assert "Selected on val" not in (tmp_path / "abl" / "summary.md").read_text()  # an ablation chooses nothing

@@ -52,7 +52,8 @@ def _progress(result: JobResult, done: int, total: int) -> None:
 
 
 def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, size_key: str | None,
-             series_key: str | None, notes: list[str], xlabel: str = "synthetic images (log scale)") -> int:
+             series_key: str | None, notes: list[str], xlabel: str = "synthetic images (log scale)",
+             select: bool = True) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     out = Path(args.out)
@@ -65,7 +66,7 @@ def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, 
     rows = [report_row(r.job) for r in results if r.status != "failed"]
     if not rows:
         raise ConfigError(f"every run failed; see {failed[0].job.out / 'log.txt'}")
-    written = write_outputs(rows, keys, out, title, size_key, series_key, notes, xlabel)
+    written = write_outputs(rows, keys, out, title, size_key, series_key, notes, xlabel, select)
     print((out / "summary.md").read_text())
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}" + "".join(f", {p}" for p in written["plots"]))
     for r in failed:
@@ -101,4 +102,5 @@ def run_ablate_size(args: argparse.Namespace) -> int:
              "trains its own teacher); each run on one torch thread.",
              "Nothing here was selected: every size and method is reported on test; val_accuracy is shown "
              "beside it."]
-    return _execute(args, jobs, ["method", "n"], f"set-size ablation of {spec.name}", "n", "method", notes)
+    return _execute(args, jobs, ["method", "n"], f"set-size ablation of {spec.name}", "n", "method", notes,
+                    select=False)

@@ -146,8 +146,9 @@ def best_on_val(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 def write_outputs(rows: list[dict[str, Any]], keys: Sequence[str], out: Path, title: str,
                   size_key: str | None = None, series_key: str | None = None, notes: Sequence[str] = (),
-                  xlabel: str = "synthetic images (log scale)") -> dict[str, Any]:
-    """results.csv, summary.md and the plots of a finished sweep; returns what was written."""
+                  xlabel: str = "synthetic images (log scale)", select: bool = True) -> dict[str, Any]:
+    """results.csv, summary.md and the plots of a finished sweep; returns what was written.
+    ``select``: name the best cell on val (a sweep chooses; an ablation only reports)."""
     from ..study_plots import plot_clean_vs_robust, plot_metric_vs_size
     from ..study_tables import summarize, write_results_csv, write_summary_md
 
@@ -157,7 +158,7 @@ def write_outputs(rows: list[dict[str, Any]], keys: Sequence[str], out: Path, ti
     teacher = [r["teacher_accuracy"] for r in rows if "teacher_accuracy" in r]
     teacher_mean = sum(teacher) / len(teacher) if teacher else None
     notes = list(notes)
-    best = best_on_val(cells)
+    best = best_on_val(cells) if select else None
     if best is not None:
         where = ", ".join(f"{k}={best[k]}" for k in keys)
         notes.append(f"Selected on val: the best cell by mean val_accuracy is {where} (val "
