@@ -61,6 +61,18 @@ def _col(cells: Sequence[dict], key: str) -> np.ndarray:
     return np.array([math.nan if cell.get(key) is None else float(cell[key]) for cell in cells])
 
 
+def _focus_on_means(ax: Any, cells: Sequence[dict], key: str, reference: float | None) -> None:
+    """Fractions: y limits around the means (and the reference), inside [0, 1], so that a wide
+    interval (t with two seeds is 12.7 standard errors) cannot squash the lines into a corner."""
+    values = [v for v in _col(cells, key).tolist() + ([reference] if reference is not None else [])
+              if math.isfinite(v)]
+    if not values or min(values) < 0 or max(values) > 1:
+        return
+    low, high = min(values), max(values)
+    pad = 0.15 * (high - low) + 0.02
+    ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+
+
 def plot_metric_vs_size(cells: Sequence[dict], path: str | os.PathLike, size_key: str = "n",
                         series_key: str = "method", metric: str = "test_accuracy",
                         reference: float | None = None, reference_label: str = "teacher",
@@ -86,6 +98,7 @@ def plot_metric_vs_size(cells: Sequence[dict], path: str | os.PathLike, size_key
         if ok.any():
             ax.fill_between(x, np.where(ok, low, mean), np.where(ok, high, mean), where=ok,
                             color=line.get_color(), alpha=0.2, linewidth=0)
+    _focus_on_means(ax, cells, f"{metric}_mean", reference)
     if reference is not None:
         ax.axhline(reference, linestyle="--", color="0.4",
                    label=f"{reference_label} {reference:.3f}")
