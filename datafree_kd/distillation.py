@@ -344,12 +344,8 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     print(f"objective: {slots[0].objective!r}; source: {source.description}; steps: {steps}")
 
     def evaluate() -> dict[str, float]:
-        figures = {}
-        for slot in slots:
-            slot.model.eval()
-            figures[f"{slot.name}/test_accuracy"] = top1_accuracy(predict(slot.model, test_set, cfg.eval_batch_size,
-                                                                          device), test_set.labels)
-        return figures
+        return {f"{slot.name}/test_accuracy": _accuracy(slot.model, test_set, cfg.eval_batch_size, device)
+                for slot in slots}
 
     schedule = LoopSchedule(steps, unit="step", log_every=cfg.log_every, eval_every=cfg.eval_every,
                             checkpoint_every=cfg.checkpoint_every, print_every=10 * cfg.log_every)

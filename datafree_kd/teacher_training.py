@@ -133,6 +133,12 @@ def recipe_for(dataset: str, arch: str) -> dict[str, Any]:
     return {**RECIPES.get(dataset, {}), **ARCH_RECIPES.get((dataset, arch), {})}
 
 
+def recipe_layer(user: dict[str, Any]) -> dict[str, Any]:
+    """The recipe under the settings a user gave: for their dataset and arch (else the defaults')."""
+    defaults = TeacherTrainConfig()
+    return recipe_for(str(user.get("dataset", defaults.dataset)), str(user.get("arch", defaults.arch)))
+
+
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg.arch`` on ``cfg.dataset`` into run directory ``out``; return the results dict."""
     cfg.validate()

@@ -94,8 +94,8 @@ def run_ablate_size(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     jobs = ablate_size_jobs(spec, args.sizes, methods, args.seeds, Path(args.out), args.budget, args.steps,
                             args.epochs)
-    budget = jobs[0].spec.stages  # every job has the same budget; say it in the summary
-    student = next(s for s in budget if s.kind == "distill").config
+    # every job has the same budget; the summary says it
+    student = next(s for s in jobs[0].spec.stages if s.kind == "distill").config
     what = f"{student['steps']} steps" if args.budget == "steps" else f"{student['epochs']} epochs"
     notes = [f"Experiment {args.experiment}: one {max(args.sizes)}-image set per method and seed, each size "
              f"distilled from its nested prefix for {what}; seeds {','.join(map(str, args.seeds))} (each seed "

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..summary import results_summary
-from ..teacher_training import ADVERSARIAL_METHODS, TeacherTrainConfig, recipe_for, train_teacher
+from ..teacher_training import ADVERSARIAL_METHODS, TeacherTrainConfig, recipe_layer, train_teacher
 from .common import add_config_arguments, resolve_config
 
 
@@ -29,15 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(func=run_train)
 
 
-def _recipe(user: dict[str, Any]) -> dict[str, Any]:
-    defaults = TeacherTrainConfig()
-    return recipe_for(str(user.get("dataset", defaults.dataset)), str(user.get("arch", defaults.arch)))
-
-
 def run_train(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in ("dataset", "data_root", "download", "arch", "epochs", "seed", "device",
                                                "adversarial")}
-    cfg = resolve_config(TeacherTrainConfig, args, flags, _recipe)
+    cfg = resolve_config(TeacherTrainConfig, args, flags, recipe_layer)
     results = train_teacher(cfg, args.out, resume=args.resume)
     print(results_summary(results))
     print(f"wrote {args.out}/model.pt, results.json, config.yaml")

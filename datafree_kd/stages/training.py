@@ -11,7 +11,7 @@ from ..checkpoint import load_model
 from ..config import config_from_dict, merge
 from ..errors import ConfigError
 from ..rundir import RunDir
-from ..teacher_training import TeacherTrainConfig, recipe_for, train_teacher
+from ..teacher_training import TeacherTrainConfig, recipe_layer, train_teacher
 from .base import Stage, register_stage
 
 
@@ -23,9 +23,7 @@ class TeacherStage(Stage):
     smoke = {"epochs": 1, "warmup_epochs": 0, "latency_runs": 0}
 
     def build_config(self, config: dict[str, Any], inputs: dict[str, Any], name: str) -> TeacherTrainConfig:
-        defaults = TeacherTrainConfig()
-        recipe = recipe_for(str(config.get("dataset", defaults.dataset)), str(config.get("arch", defaults.arch)))
-        return config_from_dict(TeacherTrainConfig, merge(recipe, config))
+        return config_from_dict(TeacherTrainConfig, merge(recipe_layer(config), config))
 
     def run(self, cfg: TeacherTrainConfig, out: Path, resume: bool) -> dict[str, Any]:
         return train_teacher(cfg, out, resume=resume)
