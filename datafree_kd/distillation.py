@@ -21,6 +21,7 @@ import torch
 from .checkpoint import ModelSpec, check_compatible, save_model
 from .config import config_to_dict, load_yaml
 from .data import forbid_training_data, load_dataset
+from .data.guard import active as guard_active
 from .data.info import DatasetInfo
 from .data.memory import ImageTensors
 from .data.augment import augment_batch, mixup_images
@@ -99,6 +100,11 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: path. Applied where the config is resolved (:func:`recipe_layer`); a resolved config holds
     #: the recipe that was applied (or ``none``), which results.json records as ``recipe``
     recipe: str = "auto"
+    #: distil from a transfer set that another teacher made (refused otherwise); results say so
+    allow_foreign_set: bool = False
+    #: also score the students on the val split (false: a data-free run opens no training file at
+    #: all, not even a benchmark's val rows, which are the tail of its training files)
+    eval_val: bool = True
 
     def validate(self) -> None:
         if not self.teacher:
@@ -136,6 +142,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
 
     @property
     def data_free(self) -> bool:
+        """Whether the run is guarded (no training file can be opened); the results' ``data_free``
+        label also needs every batch to come from a registered synthesizer (``BatchSource.synthetic``)."""
         return not self.source.startswith("real")
 
     @property
@@ -244,11 +252,14 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
         factory = SYNTHESIZERS.get(target)
         if not getattr(factory, "online", False):
             raise ConfigError(f"synthesizer {target!r} is not an online method; synthesize a transfer set first")
+        options = preset_options(factory, cfg.preset, cfg.synthesizer_options)
         try:
-            synthesizer = factory(info, **preset_options(factory, cfg.preset, cfg.synthesizer_options))
+            synthesizer = factory(info, **options)
         except TypeError as exc:
             raise ConfigError(f"bad synthesizer_options for {target!r}: {exc}") from None
-        return OnlineSource(synthesizer, cfg.source)
+        origin = {"kind": "online", "synthesizer": target, "synthesizer_config": options, "preset": cfg.preset,
+                  "seed": cfg.seed, "count": None, "synthetic": guard_active() is not None}
+        return OnlineSource(synthesizer, cfg.source, origin)
     from .transfer_set import TransferSet
 
     transfer = TransferSet.open(target)  # the set's directory or the `dfkd synthesize` run holding it
@@ -256,9 +267,36 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
         raise ConfigError(
             f"transfer set holds {transfer.info.shape} images for {transfer.info.num_classes} classes; the "
             f"teacher expects {info.shape} and {info.num_classes}", target)
-    data = transfer.subset(cfg.transfer_size).load() if cfg.transfer_size else transfer.load()
+    if cfg.transfer_size:
+        transfer = transfer.subset(cfg.transfer_size)
+    data = transfer.load()
     # teacher logits are recomputed on every batch, so the set's stored ones only serve diagnostics
-    return TensorSetSource(data, with_labels=False, description=f"{cfg.source} ({len(data)} images)")
+    return TensorSetSource(data, with_labels=False, description=f"{cfg.source} ({len(data)} images)",
+                           origin=transfer_origin(transfer))
+
+
+def transfer_origin(transfer: Any) -> dict[str, Any]:
+    """A transfer set's provenance, ``synthetic`` only when a registered synthesizer wrote every
+    image of it under the data-free guard (a set made with ``TransferSet.create`` from anything
+    else is not data-free, whatever its ``synthesizer`` field says)."""
+    from generators import SYNTHESIZERS
+
+    provenance = transfer.provenance()
+    registered = provenance["synthesizer"] in SYNTHESIZERS.names()
+    return {"kind": "transfer", **provenance, "synthetic": registered and provenance["written_under_guard"]}
+
+
+def check_set_teacher(source: BatchSource, fingerprints: list[str], allow_foreign: bool) -> bool:
+    """Whether the source's images were made by another teacher than the one(s) distilled; refused
+    (one line) unless ``allow_foreign_set``, as a student of teacher A taught on teacher B's set is a
+    different experiment from the one the command names."""
+    made_by = source.origin.get("teacher_fingerprint")
+    if source.origin.get("kind") != "transfer" or made_by in fingerprints:
+        return False
+    if not allow_foreign:
+        raise ConfigError(f"transfer set {source.origin.get('path')} was made by teacher {made_by}, not by the teacher "
+                          f"being distilled ({', '.join(fingerprints)}); pass allow_foreign_set=true to use it anyway")
+    return True
 
 
 def total_steps(cfg: DistillConfig, source: BatchSource) -> int:
@@ -297,7 +335,8 @@ def _start_from_teacher(cfg: DistillConfig, slots: list[StudentSlot], teacher: t
 def run_distillation(cfg: DistillConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train the student(s) of ``cfg`` into run directory ``out``; return the results dict."""
     cfg.validate()
-    guard = forbid_training_data(f"source {cfg.source!r} is data-free") if cfg.data_free else nullcontext()
+    guard = (forbid_training_data(f"source {cfg.source!r} is data-free", roots=[cfg.data_root])
+             if cfg.data_free else nullcontext())
     with guard:
         return _run(cfg, RunDir(out), resume)
 
@@ -321,6 +360,7 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
             f"has {test_set.info.num_classes} of {test_set.info.shape}"
         )
     source = make_source(cfg, info)
+    foreign = check_set_teacher(source, fingerprints, cfg.allow_foreign_set)
     source.setup(device)
     steps = total_steps(cfg, source)
 
@@ -359,8 +399,9 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup,
                     "blur": settings.blur, "brightness": settings.brightness}
     data = getattr(source, "data", None)  # an online source has no fixed set of images
+    provenance = {**source.provenance(), "foreign_set": foreign}
     return _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
-                   augmentation, len(data) if data is not None else None)
+                   augmentation, len(data) if data is not None else None, provenance)
 
 
 def _progress_line(record: dict[str, Any], steps: int) -> str:
@@ -389,13 +430,17 @@ def _accuracy(model: torch.nn.Module, data: ImageTensors, batch_size: int, devic
 
 
 def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
-            augmentation, images):
+            augmentation, images, source_provenance):
     """Save each student with provenance, evaluate on the real test set (once) and on val where
-    there is one (for model selection), write results.json."""
+    there is one (for model selection), write results.json.
+
+    ``data_free`` is true only when the run was guarded and every batch came from a registered
+    synthesizer (``source_provenance["synthetic"]``)."""
     config = config_to_dict(cfg)
-    provenance = {"teacher_fingerprints": fingerprints, "source": cfg.source, "data_free": cfg.data_free,
-                  "objective": repr(slots[0].objective), "steps": steps}
-    val = _val_split(cfg, cfg.dataset or info.name)
+    data_free = bool(cfg.data_free and source_provenance["synthetic"])
+    provenance = {"teacher_fingerprints": fingerprints, "source": cfg.source, "data_free": data_free,
+                  "source_provenance": source_provenance, "objective": repr(slots[0].objective), "steps": steps}
+    val = _val_split(cfg, cfg.dataset or info.name) if cfg.eval_val else None
     teacher_val = None if val is None else _accuracy(teacher, val, cfg.eval_batch_size, device)
     students = []
     for i, (slot, spec) in enumerate(zip(slots, specs)):
@@ -412,10 +457,13 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         **{k: v for k, v in students[0].items() if k not in ("name", "path")},
         "kind": "distillation",
         "method": cfg.method,
-        "data_free": cfg.data_free,
+        "data_free": data_free,
         "source": cfg.source,
+        "source_provenance": source_provenance,
+        "foreign_set": source_provenance["foreign_set"],
         "objective": repr(slots[0].objective),
         "teacher_accuracy": students[0]["reference_accuracy"],
+        "teacher_fingerprint": fingerprints[0] if len(fingerprints) == 1 else None,
         "teacher_fingerprints": fingerprints,
         "dataset": test_set.info.name,
         "seed": cfg.seed,

@@ -7,6 +7,7 @@ weighted objective (after that objective's adversaries, e.g. a discriminator, ta
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,9 +123,12 @@ class Distiller:
                 loss, values = slot.objective(batch)
             slot.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if self.settings.grad_clip > 0:
-                self.scaler.unscale_(slot.optimizer)
-                values["grad_norm"] = float(nn.utils.clip_grad_norm_(slot.parameters(), self.settings.grad_clip))
+            self.scaler.unscale_(slot.optimizer)
+            # measured every step (clipping at infinity when grad_clip is 0) so a NaN or Inf gradient
+            # stops the run (loop.check_finite); under AMP an overflow is the scaler's to skip
+            grad_norm = float(nn.utils.clip_grad_norm_(slot.parameters(), self.settings.grad_clip or math.inf))
+            if math.isfinite(grad_norm) or not self.amp:
+                values["grad_norm"] = grad_norm
             self.scaler.step(slot.optimizer)
             self.scaler.update()
             slot.scheduler.step()

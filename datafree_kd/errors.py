@@ -27,3 +27,8 @@ class DatasetError(DfkdError):
 
 class NotATransferSet(DatasetError):
     """A ``transfer:DIR`` that is neither a transfer set nor a ``dfkd synthesize`` run directory."""
+
+
+class DivergenceError(DfkdError):
+    """A loss term, gradient or generator output became NaN or Inf: the run stops, keeping its
+    last good checkpoint, instead of training on silently."""

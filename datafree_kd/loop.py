@@ -11,11 +11,14 @@ way for all of them (Lightning's ``fit``):
 * periodic evaluation every ``eval_every`` units and at the last one (reported, never used to
   select a model: results are last-unit);
 * atomic checkpoints every ``checkpoint_every`` units and at the last one;
+* divergence: a NaN or Inf among a unit's figures (every loss term, gradient norms) stops the
+  run with a ``DivergenceError`` naming the figure and unit, before that unit is checkpointed;
 * a progress bar over the units and a printed line now and then.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -23,8 +26,16 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .errors import DivergenceError
 from .rundir import RunDir
 from .training import check_same_config, load_training_state, save_training_state
+
+
+def check_finite(values: dict[str, float], where: str) -> None:
+    """Stop on the first NaN or Inf among logged figures (loss terms, gradient norms), naming it."""
+    bad = [k for k, v in values.items() if isinstance(v, (int, float)) and not math.isfinite(v)]
+    if bad:
+        raise DivergenceError(f"{where}: {', '.join(f'{k} = {values[k]}' for k in bad)}")
 
 
 class WindowAverage:
@@ -99,8 +110,14 @@ class TrainingLoop:
         began = time.perf_counter()
         units = range(self.start, schedule.total)
         for index in tqdm(units, initial=self.start, total=schedule.total, desc=schedule.unit + "s", disable=None):
-            window.add(train_unit(index))
             done = index + 1
+            where = f"diverged at {schedule.unit} {done} (last good checkpoint kept)"
+            try:
+                values = train_unit(index)
+            except DivergenceError as exc:
+                raise DivergenceError(f"{where}: {exc}") from None
+            check_finite(values, where)  # before anything of this unit is logged or checkpointed
+            window.add(values)
             if schedule.due(schedule.log_every, done):
                 record: dict[str, Any] = {schedule.unit: done, **window.flush()}
                 evaluated = evaluate is not None and schedule.due(schedule.eval_every, done)

@@ -2,7 +2,9 @@
 
 Every source is resumable (``state_dict``), so a killed run continues with the same batches.
 Only ``RealDataSource`` touches real training images, and it exists only for the ``kd-real``
-baseline (DESIGN rule 8).
+baseline (DESIGN rule 8). Every source says where its batches come from (``provenance``), which a
+distillation's results.json carries; ``synthetic`` is true only for batches that a registered
+synthesizer made under the data-free guard.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ class BatchSource:
 
     uses_real_training_data = False
     description = ""
+    #: extra facts about the batches' origin, merged into ``provenance()`` (e.g. a transfer set's)
+    origin: dict[str, Any] = {}
+
+    @property
+    def synthetic(self) -> bool:
+        """Every batch made by a registered synthesizer while no training file could be read."""
+        return bool(self.origin.get("synthetic", False)) and not self.uses_real_training_data
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the batches come from, for results.json and the students' checkpoints."""
+        return {"description": self.description, "uses_real_training_data": self.uses_real_training_data,
+                **self.origin, "synthetic": self.synthetic}
 
     def setup(self, device: torch.device) -> None:
         self.device = device
@@ -43,12 +57,14 @@ class BatchSource:
 class TensorSetSource(BatchSource):
     """Reshuffles an in-memory set each pass; the permutation and cursor are part of the state."""
 
-    def __init__(self, data: ImageTensors, with_labels: bool, description: str) -> None:
+    def __init__(self, data: ImageTensors, with_labels: bool, description: str,
+                 origin: dict[str, Any] | None = None) -> None:
         if len(data) == 0:
             raise ValueError("cannot train from an empty set")
         self.data = data
         self.with_labels = with_labels
         self.description = description
+        self.origin = dict(origin or {})
         self.order = torch.empty(0, dtype=torch.long)
         self.cursor = 0
         self.passes = 0
@@ -77,15 +93,17 @@ class RealDataSource(TensorSetSource):
     uses_real_training_data = True
 
     def __init__(self, data: ImageTensors) -> None:
-        super().__init__(data, with_labels=True, description=f"real:{data.info.name}")
+        super().__init__(data, with_labels=True, description=f"real:{data.info.name}",
+                         origin={"kind": "real", "dataset": data.info.name, "images": len(data)})
 
 
 class OnlineSource(BatchSource):
     """Batches drawn from an online synthesizer that is updated against the students each step."""
 
-    def __init__(self, synthesizer: Any, description: str) -> None:
+    def __init__(self, synthesizer: Any, description: str, origin: dict[str, Any] | None = None) -> None:
         self.synthesizer = synthesizer
         self.description = description
+        self.origin = dict(origin or {})
 
     def setup(self, device: torch.device) -> None:
         super().setup(device)
@@ -99,6 +117,10 @@ class OnlineSource(BatchSource):
     def next_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, None]:
         with torch.no_grad():
             x = self.synthesizer.sample(batch_size, generator)
+        if not torch.isfinite(x).all():
+            from .errors import DivergenceError
+
+            raise DivergenceError(f"generator output of {self.description} holds NaN or Inf")
         return x.detach().clamp_(0.0, 1.0), None
 
     def state_dict(self) -> dict[str, Any]:

@@ -17,7 +17,8 @@ import torch
 from .checkpoint import read_checkpoint
 from .config import config_to_dict
 from .data import forbid_training_data, load_dataset
-from .errors import ConfigError
+from .errors import ConfigError, DivergenceError
+from .loop import check_finite
 from .io import atomic_torch_save
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
@@ -110,7 +111,7 @@ def resolve_method(cfg: SynthesizeConfig, teacher: torch.nn.Module) -> tuple[str
 def run_synthesis(cfg: SynthesizeConfig, out: str | Path) -> dict[str, Any]:
     """Write ``cfg.n`` synthetic images (+ teacher logits) to the transfer set in ``out``."""
     cfg.validate()
-    with forbid_training_data(f"synthesis with {cfg.method!r} is data-free"):
+    with forbid_training_data(f"synthesis with {cfg.method!r} is data-free", roots=[cfg.data_root]):
         return _run(cfg, RunDir(out))
 
 
@@ -153,6 +154,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     else:
         began = time.perf_counter()
         fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
+        check_finite(fit_logs, f"fitting {method}")
         timings["fit_s"] += time.perf_counter() - began
         atomic_torch_save(synthesizer.state_dict(), state_path)
         print(f"fitted {method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
@@ -164,8 +166,11 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     while len(transfer) + transfer.pending < cfg.n:
         size = min(cfg.batch_size, cfg.n - len(transfer) - transfer.pending)
         generator = torch.Generator().manual_seed(batch_seed(cfg.seed, index))
-        images, logits = label_stored_pixels(teacher, synthesizer.generate(teacher.model, size, generator, device),
-                                             cfg.dtype, device)
+        generated = synthesizer.generate(teacher.model, size, generator, device)
+        if not torch.isfinite(generated).all():
+            raise DivergenceError(f"{method} generated NaN or Inf pixels in batch {index}; the set keeps its "
+                                  f"{len(transfer)} earlier images")
+        images, logits = label_stored_pixels(teacher, generated, cfg.dtype, device)
         transfer.append(images, logits, None)  # full shards reach the disk as they fill
         index += 1
         written = len(transfer) + transfer.pending
@@ -216,6 +221,8 @@ def _summarise(transfer: Any, cfg: SynthesizeConfig, fingerprint: str, timings: 
         "count": len(transfer),
         "path": str(transfer.path),
         "teacher_fingerprint": fingerprint,
+        "set_checksum": transfer.checksum(),
+        "written_under_guard": transfer.provenance()["written_under_guard"],
         "seed": cfg.seed,
         "class_counts": dict(zip(transfer.info.names(), counts.int().tolist())),
         "class_balance_entropy_ratio": entropy / torch.log(torch.tensor(float(transfer.info.num_classes))).item(),

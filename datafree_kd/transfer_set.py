@@ -39,6 +39,7 @@ from typing import Any, Iterator, NamedTuple
 import torch
 
 from . import __version__
+from .data.guard import active as guard_active
 from .data.info import DatasetInfo
 from .data.memory import ImageTensors
 from .errors import DatasetError, DfkdError, NotATransferSet
@@ -158,6 +159,8 @@ class TransferSet:
             "shard_size": shard_size,
             "has_logits": None,  # decided by the first append, then fixed for the whole set
             "has_labels": None,
+            # true while every image entered the set under the data-free guard (data.guard)
+            "written_under_guard": guard_active() is not None,
             "dataset_info": info.to_dict(),
             "created": now,
             "updated": now,
@@ -300,7 +303,13 @@ class TransferSet:
             "synthesizer_config": copy.deepcopy(m["synthesizer_config"]),
             "teacher_fingerprint": m["teacher_fingerprint"], "seed": m["seed"], "count": len(self),
             "total_count": int(m["count"]), "dtype": m["dtype"], "created": m["created"],
+            "set_checksum": self.checksum(), "written_under_guard": bool(m.get("written_under_guard", False)),
         }
+
+    def checksum(self) -> str:
+        """sha256 over the shard table (names, counts, sha256s): one figure that names the set's bytes."""
+        table = [(e["file"], e["count"], e["sha256"]) for e in self._meta["shards"]]
+        return hashlib.sha256(json.dumps(table).encode()).hexdigest()
 
     # ------------------------------------------------------------------ writing
 
@@ -318,6 +327,8 @@ class TransferSet:
         q, logits, labs = self._validate(images, teacher_logits, labels)
         if len(q) == 0:
             return
+        if guard_active() is None:  # an image that could have come from anywhere: the set is no longer data-free
+            self._meta["written_under_guard"] = False
         self._pending.append((q, logits, labs))
         self._pending_count += len(q)
         while self._pending_count >= self.shard_size:
@@ -460,6 +471,45 @@ class TransferSet:
                 continue
             if not isinstance(value, torch.Tensor) or value.dtype != dtype or tuple(value.shape) != want:
                 raise DatasetError(f"shard {key} missing or not {dtype} {want}", shard)
+        return data
+
+    # ------------------------------------------------------------------ shard-level reads (streaming)
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes one image takes decoded, in the stored dtype (uint8: C*H*W; float16: twice that)."""
+        c, h, w = self._info.shape
+        return c * h * w * (1 if self.dtype == "uint8" else 2)
+
+    def decoded_bytes(self, n: int | None = None) -> int:
+        """Bytes the first ``n`` images (all of this view by default) take decoded in memory, as
+        ``load`` holds them: the images in their stored dtype plus one int64 label each."""
+        n = len(self) if n is None else n
+        return int(n) * (self.image_bytes + 8)
+
+    def shard_counts(self) -> list[int]:
+        """Images in each shard of this view, in file order (a ``subset`` view cuts the last one short
+        and leaves out the shards past its end). ``read_shard(i)`` reads shard ``i`` of this list."""
+        counts, left = [], len(self)
+        for entry in self._meta["shards"]:
+            if left <= 0:
+                break
+            counts.append(min(int(entry["count"]), left))
+            left -= counts[-1]
+        return counts
+
+    def read_shard(self, index: int, verify: bool = True) -> dict[str, torch.Tensor]:
+        """Shard ``index`` of this view (cut to the view), checked again on disk first: present,
+        the size meta.json records and (with ``verify``) the same sha256, so a shard removed or
+        altered after ``open`` is a one-line ``DatasetError`` naming it, not different data."""
+        counts = self.shard_counts()
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(counts):
+            raise DatasetError(f"shard index {index!r} out of range (this view has {len(counts)} shards)", self.path)
+        entry = self._meta["shards"][index]
+        self._check_shard_file(self.path / entry["file"], entry, verify)
+        data = self._read_shard(entry)
+        if counts[index] < entry["count"]:
+            data = {k: v[: counts[index]].clone() for k, v in data.items()}
         return data
 
     def _shards(self, n: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -10,7 +10,7 @@ import gzip
 import os
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -210,6 +210,11 @@ def no_system_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ registry-wide
 
 
+def _alike(a: DatasetInfo, b: DatasetInfo) -> bool:
+    """The same dataset description but for the normalisation statistics."""
+    return replace(a, mean=b.mean, std=b.std) == b
+
+
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_every_dataset_loads_from_real_format(name: str, tmp_path: Path) -> None:
     if name not in WRITERS:
@@ -218,7 +223,10 @@ def test_every_dataset_loads_from_real_format(name: str, tmp_path: Path) -> None
     loaded = {split: load_dataset(name, split, root=str(tmp_path)) for split in ("train", "val", "test")}
     info = loaded["train"].info
     assert isinstance(info, DatasetInfo)
-    assert loaded["test"].info == loaded["val"].info == info, "every split must describe the dataset the same way"
+    if name in ("folder", "tensors"):  # user data: each split's statistics are its own (no train read for them)
+        assert _alike(loaded["test"].info, info) and _alike(loaded["val"].info, info)
+    else:
+        assert loaded["test"].info == loaded["val"].info == info, "every split must describe the dataset the same way"
     assert info.name == name
     assert info.num_classes == expected.num_classes
     if expected.class_names is not None:
@@ -306,10 +314,8 @@ def test_tensors_val_file_is_used_and_train_stays_whole(tmp_path: Path) -> None:
     assert torch.equal(val.images, torch.from_numpy(val_x)) and val.labels.tolist() == [1, 2]
     whole = np.concatenate([expected.images["train"], expected.images["val"]])
     assert len(train) == 6 and set(map(bytes, train.images.flatten(1).numpy())) == set(map(bytes, whole.reshape(6, -1)))
-    assert val.info == train.info
-    np.savez(tmp_path / "val.npz", images=val_x[:, :1], labels=np.array([1, 2]))
-    with pytest.raises(DatasetError, match="val images are"):
-        load_dataset("tensors", "val", root=str(tmp_path))
+    assert (val.info.num_classes, val.info.shape) == (train.info.num_classes, train.info.shape)
+    assert np.allclose(val.info.mean, val_x.mean(axis=(0, 2, 3)) / 255)  # the val file's own statistics
 
 
 def test_tensors_val_carved_by_fraction(tmp_path: Path) -> None:
@@ -326,7 +332,8 @@ def test_tensors_val_carved_by_fraction(tmp_path: Path) -> None:
         # the last images of each class (labels cycle 0..3, so those are the last 4 * per_class rows)
         assert torch.equal(val.images, full["images"][-4 * per_class:])
         assert torch.equal(train.images, full["images"][: 96 - 4 * per_class])
-        assert val.info == train.info == info  # stats of the whole train file, whatever the fraction
+        assert _alike(val.info, info) and _alike(train.info, info)
+        assert np.allclose(val.info.mean, val.images.double().mean((0, 2, 3)) / 255)  # the val rows' own
     assert len(load_dataset("tensors", "train", root=str(root), val_fraction=0.0)) == 96
     with pytest.raises(DatasetError, match="no val split"):
         load_dataset("tensors", "val", root=str(root), val_fraction=0.0)
@@ -518,6 +525,10 @@ def test_tensors_test_label_beyond_train_classes(tmp_path: Path) -> None:
     np.savez(tmp_path / "test.npz", images=x, labels=np.array([0, 1, 2, 0]))
     train = load_dataset("tensors", "train", root=str(tmp_path))
     assert train.info.shape == (1, 8, 8) and train.info.num_classes == 2  # N,H,W -> one channel
+    # the test file describes itself (the train file is not read for it): 3 classes; a run
+    # compares that with its teacher's. A class count stored with the dataset binds every split:
+    assert load_dataset("tensors", "test", root=str(tmp_path)).info.num_classes == 3
+    (tmp_path / "info.json").write_text('{"num_classes": 2}')
     with pytest.raises(DatasetError, match="labels must lie in 0..1") as err:
         load_dataset("tensors", "test", root=str(tmp_path))
     assert "test.npz" in str(err.value)
@@ -557,7 +568,7 @@ def test_folder_mixed_sizes(tmp_path: Path) -> None:
     write_folder(tmp_path)
     write_png(tmp_path / "train" / "dog" / "odd.png", np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(DatasetError, match="differ in size") as err:
-        load_dataset("folder", "train", root=str(tmp_path))
+        load_dataset("folder", "train", root=str(tmp_path), val_fraction=0.0)
     assert "odd.png" in str(err.value)
 
 
@@ -590,20 +601,24 @@ def test_folder_grayscale_and_mixed_modes(tmp_path: Path) -> None:
     assert torch.equal(ds.images, torch.from_numpy(expected.images["train"]))
     assert torch.equal(load_dataset("folder", "val", root=str(tmp_path / "gray")).images,
                        torch.from_numpy(expected.images["val"]))
-    # one colour image makes the whole set RGB; grey images are replicated into 3 channels
-    write_png(tmp_path / "gray" / "train" / "cat" / "color.png", np.full((8, 8, 3), 7, np.uint8))
+    # one colour image makes the whole split RGB; grey images are replicated into 3 channels
+    write_png(tmp_path / "gray" / "test" / "cat" / "color.png", np.full((8, 8, 3), 7, np.uint8))
     ds = load_dataset("folder", "test", root=str(tmp_path / "gray"))
     assert ds.info.in_channels == 3 and ds.images.shape[1] == 3
     assert torch.equal(ds.images[:, 0], ds.images[:, 2])
+    # info.json fixes the channels for every split (here: grey, though train has a colour image)
+    (tmp_path / "gray" / "info.json").write_text('{"in_channels": 1}')
+    assert load_dataset("folder", "test", root=str(tmp_path / "gray")).info.in_channels == 1
 
 
-def test_folder_stats_come_from_train(tmp_path: Path) -> None:
+def test_folder_stats_are_the_splits_own_or_stored(tmp_path: Path) -> None:
     expected = write_folder(tmp_path)
     info = load_dataset("folder", "test", root=str(tmp_path)).info
-    # the whole train folder (val included), so val_fraction never changes the DatasetInfo
-    x = np.concatenate([expected.images["train"], expected.images["val"]]).astype(np.float64) / 255
-    assert np.allclose(info.mean, x.mean(axis=(0, 2, 3)))
-    assert np.allclose(info.std, x.std(axis=(0, 2, 3)))
+    x = expected.images["test"].astype(np.float64) / 255  # the test images: the train folder is not read
+    assert np.allclose(info.mean, x.mean(axis=(0, 2, 3))) and np.allclose(info.std, x.std(axis=(0, 2, 3)))
+    (tmp_path / "info.json").write_text('{"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]}')
+    for split in ("train", "val", "test"):
+        assert load_dataset("folder", split, root=str(tmp_path)).info.mean == (0.1, 0.2, 0.3)
 
 
 # ------------------------------------------------------------------------------ download

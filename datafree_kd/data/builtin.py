@@ -18,6 +18,7 @@ Where ``val`` comes from (disjoint from ``test`` everywhere):
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
+from .guard import reading_val_rows, register_training_files
 from .info import DatasetInfo
 from .memory import ImageTensors
 from .readers import (
@@ -132,6 +134,8 @@ def _download(tv_class: str, root: Path, **kwargs: Any) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
         getattr(torchvision.datasets, tv_class)(str(root), download=True, **kwargs)
+    except DatasetError:
+        raise
     except Exception as e:  # network, disk, checksum: all user-fixable
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(f"downloading {tv_class} failed: {first}", root) from None
@@ -247,7 +251,8 @@ def _load_idx(spec: _IdxSpec, split: str, root: str | os.PathLike | None, downlo
         what = f"{spec.name} {split} files ({prefix}-images-idx3-ubyte[.gz], {prefix}-labels-idx1-ubyte[.gz])"
         raise _not_found(what, dirs, spec.hint, root)
     images_path, labels_path = found
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    with reading_val_rows(found if split == "val" else ()):  # val: the tail of the training files
+        images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise DatasetError(f"expected N x H x W square images, found shape {images.shape}", images_path)
     if labels.ndim != 1:
@@ -260,6 +265,15 @@ def _load_idx(spec: _IdxSpec, split: str, root: str | os.PathLike | None, downlo
     info = DatasetInfo(spec.name, 10, 1, images.shape[1], spec.mean, spec.std, spec.class_names)
     return ImageTensors(torch.from_numpy(images).unsqueeze(1),
                         torch.from_numpy(labels.astype(np.int64)), info)
+
+
+def _idx_training_files(spec: _IdxSpec, root: str | None) -> list[Path]:
+    names = [f"train-{kind}" + gz for kind in ("images-idx3-ubyte", "labels-idx1-ubyte") for gz in ("", ".gz")]
+    return [d / n for d in _search_dirs(spec.name, root, [f"{spec.tv_class}/raw"]) for n in names]
+
+
+register_training_files("fashion-mnist")(lambda root: _idx_training_files(FASHION_MNIST, root))
+register_training_files("mnist")(lambda root: _idx_training_files(MNIST, root))
 
 
 @register_dataset("fashion-mnist")
@@ -351,7 +365,8 @@ def _load_cifar(spec: _CifarSpec, split: str, root: str | os.PathLike | None, do
     images, labels = [], []
     for name in files:
         path = folder / name
-        batch = str_keys(load_pickle(path), path)
+        with reading_val_rows([path] if split == "val" else ()):  # val: the tail of the training batches
+            batch = str_keys(load_pickle(path), path)
         for key in ("data", spec.label_key):
             if key not in batch:
                 raise DatasetError(f"batch has no {key!r} entry (keys: {sorted(batch)})", path)
@@ -383,6 +398,14 @@ def _load_cifar(spec: _CifarSpec, split: str, root: str | os.PathLike | None, do
     return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels), info)
 
 
+def _cifar_training_files(spec: _CifarSpec, root: str | None) -> list[Path]:
+    return [d / f for d in _search_dirs(spec.name, root, [spec.folder]) for f in spec.train_files]
+
+
+register_training_files("cifar10")(lambda root: _cifar_training_files(CIFAR10, root))
+register_training_files("cifar100")(lambda root: _cifar_training_files(CIFAR100, root))
+
+
 @register_dataset("cifar10")
 def cifar10(split: str, root: str | None = None, download: bool = False) -> ImageTensors:
     """CIFAR-10 (32x32 RGB, 10 classes) from the python pickle batches in root/cifar-10-batches-py."""
@@ -399,6 +422,11 @@ def cifar100(split: str, root: str | None = None, download: bool = False) -> Ima
 
 SVHN_MEAN = (0.4377, 0.4438, 0.4728)
 SVHN_STD = (0.1980, 0.2010, 0.1970)
+
+
+@register_training_files("svhn")
+def _svhn_training_files(root: str | None) -> list[Path]:
+    return [d / "train_32x32.mat" for d in _search_dirs("svhn", root, ["svhn", "SVHN"])]
 
 
 @register_dataset("svhn")
@@ -418,7 +446,8 @@ def svhn(split: str, root: str | None = None, download: bool = False) -> ImageTe
         raise _not_found(f"svhn {split} file {filename}", dirs,
                          "pass --data-root DIR containing train_32x32.mat and test_32x32.mat, "
                          "or allow downloading (--download)", root)
-    mat = read_mat(path)
+    with reading_val_rows([path] if split == "val" else ()):  # val: the tail of train_32x32.mat
+        mat = read_mat(path)
     for key in ("X", "y"):
         if key not in mat:
             raise DatasetError(f"no variable {key!r} in the .mat file", path)
@@ -502,41 +531,69 @@ def _same_classes(classes: list[str], other: list[str], split: str, base: Path) 
                            f"{only_train or 'none'}; only in {split}: {only_other or 'none'})", base)
 
 
+def _class_folders(split_dir: Path) -> list[str]:
+    """Class folder names of a split (listing only: no image is opened)."""
+    if not split_dir.is_dir():
+        raise DatasetError(f"no such directory; expected {_FOLDER_LAYOUT}", split_dir)
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def _folder_split(samples: list[tuple[Path, int]], classes: list[str], split_dir: Path, base: Path
+                  ) -> ImageTensors:
+    """Decode one split's images; mode (RGB unless all grey, or as info.json's ``in_channels``
+    says), size and statistics are its own."""
+    channels = _stored_info(base).get("in_channels")
+    if channels not in (None, 1, 3):
+        raise DatasetError(f"in_channels must be 1 or 3, got {channels!r}", base / "info.json")
+    grey = all(is_gray_mode(image_header(p)[0]) for p, _ in samples) if channels is None else channels == 1
+    mode = "L" if grey else "RGB"
+    images = torch.from_numpy(_read_folder_images(samples, mode, None, split_dir))
+    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
+    return ImageTensors(images, labels, _user_info("folder", base, images, labels, tuple(classes), split_dir,
+                                                   num_classes=len(classes)))
+
+
+@register_training_files("folder")
+def _folder_training_files(root: str | None) -> list[Path]:
+    return [] if root is None else [Path(root).expanduser() / "train"]
+
+
 @register_dataset("folder")
 def image_folder(split: str, root: str | None = None, download: bool = False,
                  val_fraction: float = DEFAULT_VAL_FRACTION) -> ImageTensors:
     """A folder of images per class (ImageFolder layout), decoded into memory.
 
-    Mode and normalisation statistics come from the whole train folder, so every split reports
-    the same DatasetInfo (whatever ``val_fraction``); RGB unless every train image is greyscale.
-    Without a ``val/`` folder, val is the last ``val_fraction`` of each train class, and train
-    excludes it.
+    Each split reads only its own images: its mode (RGB unless every image is greyscale) and
+    normalisation statistics are its own, unless ``DIR/info.json`` stores them (:func:`_user_info`);
+    the class list is the train folder's (names only: no training image is opened for a ``test``
+    or ``val`` split). Without a ``val/`` folder, val is the last ``val_fraction`` of each train
+    class -- only those files are opened -- and train excludes it.
     """
     _check_split(split)
     base = _user_dir("folder", root, _FOLDER_LAYOUT)
-    train_dir, test_dir, val_dir = base / "train", base / "test", base / "val"
+    train_dir, val_dir = base / "train", base / "val"
+    if split == "test" or (split == "val" and val_dir.is_dir()):
+        split_dir = base / split
+        classes, samples = _scan_folder(split_dir)
+        if train_dir.is_dir():
+            _same_classes(_class_folders(train_dir), classes, split, base)
+        return _folder_split(samples, classes, split_dir, base)
     classes, train_samples = _scan_folder(train_dir)
-    test_classes, test_samples = _scan_folder(test_dir)
-    _same_classes(classes, test_classes, "test", base)
     counts = np.bincount([c for _, c in train_samples], minlength=len(classes))
     if (counts == 0).any():
         empty = [classes[i] for i in np.flatnonzero(counts == 0)]
         raise DatasetError(f"train class folder(s) without images: {empty}", train_dir)
-    mode = "L" if all(is_gray_mode(image_header(p)[0]) for p, _ in train_samples) else "RGB"
-    train_images = torch.from_numpy(_read_folder_images(train_samples, mode, None, train_dir))
-    mean, std = _stats_or_error(train_images, train_dir)
-    c, size = train_images.shape[1], train_images.shape[2]
-    info = DatasetInfo("folder", len(classes), c, size, mean, std, tuple(classes))
-    train_labels = torch.tensor([c for _, c in train_samples], dtype=torch.int64)
-    if split == "test" or (split == "val" and val_dir.is_dir()):
-        split_dir = test_dir if split == "test" else val_dir
-        split_classes, samples = (test_classes, test_samples) if split == "test" else _scan_folder(val_dir)
-        _same_classes(classes, split_classes, split, base)
-        images = torch.from_numpy(_read_folder_images(samples, mode, size, split_dir))
-        return ImageTensors(images, torch.tensor([c for _, c in samples], dtype=torch.int64), info)
     if split == "train" and val_dir.is_dir():
-        return ImageTensors(train_images, train_labels, info)
-    return ImageTensors(*_carve(train_images, train_labels, split, val_fraction, train_dir), info)
+        return _folder_split(train_samples, classes, train_dir, base)
+    held = held_out_mask(torch.tensor([c for _, c in train_samples]), val_fraction).tolist()
+    if split == "val":
+        if not any(held):
+            raise DatasetError(f"no val split: no val folder, and val_fraction={val_fraction} holds out "
+                               "no train images", train_dir)
+        picked = [s for s, h in zip(train_samples, held) if h]
+        with reading_val_rows([p for p, _ in picked]):  # these files only, not the rest of train
+            return _folder_split(picked, classes, train_dir, base)
+    return _folder_split([s for s, h in zip(train_samples, held) if not h], classes, train_dir, base)
 
 
 # ------------------------------------------------------------------- tensors (.pt / .npz)
@@ -611,44 +668,71 @@ def _read_tensor_split(base: Path, split: str) -> tuple[torch.Tensor, torch.Tens
     return images.contiguous(), labels.long(), names, path
 
 
+def _stored_info(base: Path) -> dict[str, Any]:
+    """``DIR/info.json`` of a user dataset, or {} (see :func:`_user_info`)."""
+    path = base / "info.json"
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"corrupt info.json ({e})", path) from None
+    if not isinstance(stored, dict):
+        raise DatasetError("info.json must hold an object", path)
+    return stored
+
+
+def _user_info(name: str, base: Path, images: torch.Tensor, labels: torch.Tensor, names: tuple[str, ...],
+               where: Path, num_classes: int | None = None) -> DatasetInfo:
+    """A user dataset's description from the split at hand, or from ``DIR/info.json`` where the
+    dataset stores it (``mean``, ``std``, optionally ``num_classes``, ``class_names`` and, for a
+    folder, ``in_channels``): an evaluation split never reads the training files for statistics
+    (DESIGN rule 8)."""
+    stored = _stored_info(base)
+    names = tuple(stored.get("class_names") or names)
+    num_classes = int(stored.get("num_classes") or num_classes or len(names) or int(labels.max()) + 1)
+    if "mean" in stored and "std" in stored:
+        mean, std = tuple(map(float, stored["mean"])), tuple(map(float, stored["std"]))
+    else:
+        mean, std = _stats_or_error(images, where)
+    _check_label_range(labels, num_classes, where)
+    try:
+        return DatasetInfo(name, num_classes, images.shape[1], images.shape[2], mean, std, names)
+    except ValueError as e:
+        raise DatasetError(str(e), base / "info.json" if stored else where) from None
+
+
+@register_training_files("tensors")
+def _tensors_training_files(root: str | None) -> list[Path]:
+    return [] if root is None else [Path(root).expanduser() / f"train{ext}" for ext in (".pt", ".npz")]
+
+
 @register_dataset("tensors")
 def tensors(split: str, root: str | None = None, download: bool = False,
             val_fraction: float = DEFAULT_VAL_FRACTION) -> ImageTensors:
     """Arrays the user saved (``train``/``test``, optionally ``val``, as .pt or .npz), loaded
     without pickles.
 
-    ``num_classes`` is ``len(class_names)`` if given, else the largest train label + 1; mean/std
-    come from the whole train file, so every split reports the same DatasetInfo (whatever
-    ``val_fraction``). Without a val file, val is the last ``val_fraction`` of each train class,
-    and train excludes it.
+    Each split is described by its own file (:func:`_user_info`): ``num_classes`` is
+    ``len(class_names)`` if given, else its largest label + 1, and mean/std are its own, unless
+    ``DIR/info.json`` stores them; a ``test`` split never opens the train file. Without a val
+    file, val is the last ``val_fraction`` of each train class (read from the train file, of which
+    only those rows are kept), and train excludes it.
     """
     _check_split(split)
     base = _user_dir("tensors", root, _TENSORS_LAYOUT)
-    train_images, train_labels, names, train_path = _read_tensor_split(base, "train")
-    num_classes = len(names) if names else int(train_labels.max()) + 1
-    _check_label_range(train_labels, num_classes, train_path)
-    mean, std = _stats_or_error(train_images, train_path)
-    _, c, size, _ = train_images.shape
-    try:
-        info = DatasetInfo("tensors", num_classes, c, size, mean, std, names)
-    except ValueError as e:
-        raise DatasetError(str(e), train_path) from None
     has_val = bool(_tensor_files(base, "val"))
     if split == "test" or (split == "val" and has_val):
-        return _other_tensor_split(base, split, train_images, names, info)
-    if split == "train" and has_val:
-        return ImageTensors(train_images, train_labels, info)
-    return ImageTensors(*_carve(train_images, train_labels, split, val_fraction, train_path), info)
-
-
-def _other_tensor_split(base: Path, split: str, train_images: torch.Tensor, names: tuple[str, ...],
-                        info: DatasetInfo) -> ImageTensors:
-    """A ``test`` or ``val`` file, checked against the train file it must match."""
-    images, labels, split_names, path = _read_tensor_split(base, split)
-    if split_names and split_names != names:
-        raise DatasetError("class_names differ from the train split's", path)
-    if images.shape[1:] != train_images.shape[1:]:
-        raise DatasetError(f"{split} images are {tuple(images.shape[1:])}, train images "
-                           f"{tuple(train_images.shape[1:])}", path)
-    _check_label_range(labels, info.num_classes, path)
-    return ImageTensors(images, labels, info)
+        images, labels, names, path = _read_tensor_split(base, split)
+        return ImageTensors(images, labels, _user_info("tensors", base, images, labels, names, path))
+    train_file = _tensor_file(base, "train")
+    with reading_val_rows([train_file] if split == "val" else ()):
+        train_images, train_labels, names, train_path = _read_tensor_split(base, "train")
+    if split == "train":
+        info = _user_info("tensors", base, train_images, train_labels, names, train_path)
+        if has_val:
+            return ImageTensors(train_images, train_labels, info)
+        return ImageTensors(*_carve(train_images, train_labels, split, val_fraction, train_path), info)
+    images, labels = _carve(train_images, train_labels, split, val_fraction, train_path)  # copies the val rows
+    del train_images, train_labels
+    return ImageTensors(images, labels, _user_info("tensors", base, images, labels, names, train_path))

@@ -136,6 +136,8 @@ def load_pickle(path: PathLike) -> Any:
         raise DatasetError("truncated pickle (unexpected end of file)", path) from None
     except OSError as e:
         raise DatasetError(f"cannot read file ({e.strerror or e})", path) from None
+    except DatasetError:  # e.g. the data-free guard refusing the file: already one clear line
+        raise
     except Exception as e:  # any other parse failure of untrusted bytes
         raise DatasetError(f"corrupt pickle ({type(e).__name__}: {e})", path) from None
 
@@ -170,6 +172,8 @@ def read_mat(path: PathLike) -> dict[str, Any]:
         raise DatasetError("file not found", path) from None
     except NotImplementedError:
         raise DatasetError("MATLAB v7.3 (HDF5) files are not supported; save with -v7", path) from None
+    except DatasetError:  # e.g. the data-free guard refusing the file: already one clear line
+        raise
     except Exception as e:
         raise DatasetError(f"not a readable .mat file ({type(e).__name__}: {e})", path) from None
 
@@ -194,6 +198,8 @@ def read_tensor_file(path: PathLike) -> dict[str, Any]:
             f"(no pickled objects): {first}",
             path,
         ) from None
+    except DatasetError:  # e.g. the data-free guard refusing the file: already one clear line
+        raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise DatasetError(f"corrupt or unreadable file ({type(e).__name__}: {first})", path) from None
@@ -250,6 +256,8 @@ def read_image(path: PathLike, mode: str) -> np.ndarray:
                 )
             return np.asarray(im.convert(mode), dtype=np.uint8).copy()
     except DatasetError:
+        raise
+    except DatasetError:  # e.g. the data-free guard refusing the file: already one clear line
         raise
     except Exception as e:
         raise DatasetError(f"cannot decode image ({type(e).__name__}: {e})", path) from None

@@ -9,12 +9,11 @@ dataset's val comes from.
 from __future__ import annotations
 
 import inspect
-import threading
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from ..errors import ConfigError, DatasetError
 from ..registry import Registry
+from .guard import active, forbid_training_data  # noqa: F401  (re-exported)
 from .info import DatasetInfo
 from .memory import ImageTensors
 
@@ -25,26 +24,6 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 SPLITS = ("train", "val", "test")
 #: share of a user dataset's (``tensors``, ``folder``) train split held out as val when it ships none
 DEFAULT_VAL_FRACTION = 0.1
-
-
-_guard = threading.local()
-
-
-@contextmanager
-def forbid_training_data(reason: str = "this run is data-free") -> Iterator[None]:
-    """Inside this block, loading any dataset's *train* split raises (DESIGN rule 8).
-
-    Data-free runs wrap everything they do in it, so no component (a synthesizer, a source, an
-    evaluation helper) can reach real training images by accident; ``val`` and ``test`` stay
-    available, for evaluation only (a user dataset's val carved from its train file is excluded
-    from its train split, so it is never training data).
-    """
-    previous = getattr(_guard, "reason", None)
-    _guard.reason = reason
-    try:
-        yield
-    finally:
-        _guard.reason = previous
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
@@ -64,7 +43,7 @@ def load_dataset(
         raise DatasetError(f"unknown split {split!r}; use one of {SPLITS}")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    reason = getattr(_guard, "reason", None)
+    reason = active()
     if split == "train" and reason is not None:
         raise DatasetError(f"refusing to load the {name!r} training split: {reason}")
     loader = DATASETS.get(name)
