@@ -34,7 +34,8 @@ from .metrics import top1_accuracy
 from .models.slicing import init_from_teacher, refit_to_teacher
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
-from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
+from .sources import BatchSource, OnlineSource, RealDataSource
+from .streaming import DEFAULT_MEMORY_BUDGET_MB, source_head, source_size, transfer_source
 from .teacher import load_teacher
 from .teacher_training import recipe_for
 from .loop import LoopSchedule, TrainingLoop
@@ -73,6 +74,9 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: sizes of an online synthesizer: ``cpu`` (the defaults) or ``paper`` (its published sizes)
     preset: str = "cpu"
     transfer_size: int = 0
+    #: transfer sets whose decoded size exceeds this many MiB stream from disk, shuffled within
+    #: windows of shards sized from this budget (datafree_kd.streaming), instead of loading whole
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
     dataset: str | None = None
     data_root: str | None = None
     download: bool = False
@@ -109,11 +113,14 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     def validate(self) -> None:
         if not self.teacher:
             raise ConfigError("no teacher given (--teacher T.pt)")
-        if self.steps < 0 or self.epochs < 0 or (self.steps == 0 and self.epochs == 0):
+        for name in ("steps", "epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.steps == 0 and self.epochs == 0:
             raise ConfigError("give steps > 0 or epochs > 0")
         for name in ("batch_size", "checkpoint_every", "log_every", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         non_negative = ("grad_clip", "crop_padding", "mixup", "blur", "warmup_steps", "eval_every", "transfer_size")
         for name in non_negative:
             if (getattr(self, name) or 0) < 0:
@@ -128,6 +135,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError(f"brightness is a maximum darkening in [0, 1], got {self.brightness}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not self.memory_budget_mb > 0:
+            raise ConfigError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
         check_recipe(self.recipe)
         kind = self.source.split(":", 1)[0]
         if kind not in ("real", "transfer", "online"):
@@ -139,6 +148,26 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
         if check_preset(self.preset) != "cpu" and kind != "online":
             raise ConfigError(f"preset={self.preset} sizes an online synthesizer; source {self.source!r} has "
                               "none (give it to `dfkd synthesize`, which made the set)")
+        # names resolved now, before a teacher or a dataset is loaded: a typo costs nothing
+        from .models import MODELS
+
+        archs = [a.strip() for a in self.student.split(",") if a.strip()]
+        if not archs:
+            raise ConfigError("no student given (student=ARCH)")
+        for key, names in (("student", archs), ("teacher_arch", [self.teacher_arch] if self.teacher_arch else [])):
+            for name in names:
+                if name not in MODELS:
+                    try:
+                        MODELS.get(name)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{key}: {exc}") from None
+        if kind == "online":
+            from generators import SYNTHESIZERS
+
+            method = self.source.partition(":")[2]
+            if not getattr(SYNTHESIZERS.get(method), "online", False):
+                raise ConfigError(f"synthesizer {method!r} is not an online method; synthesize a transfer set first")
+        Objective.from_spec(self.objective, self.term_options)  # unknown terms and term options fail here
 
     @property
     def data_free(self) -> bool:
@@ -269,9 +298,8 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
             f"teacher expects {info.shape} and {info.num_classes}", target)
     if cfg.transfer_size:
         transfer = transfer.subset(cfg.transfer_size)
-    data = transfer.load()
     # teacher logits are recomputed on every batch, so the set's stored ones only serve diagnostics
-    return TensorSetSource(data, with_labels=False, description=f"{cfg.source} ({len(data)} images)",
+    return transfer_source(transfer, f"{cfg.source} ({len(transfer)} images)", cfg.memory_budget_mb,
                            origin=transfer_origin(transfer))
 
 
@@ -302,12 +330,12 @@ def check_set_teacher(source: BatchSource, fingerprints: list[str], allow_foreig
 def total_steps(cfg: DistillConfig, source: BatchSource) -> int:
     if cfg.steps:
         return cfg.steps
-    data = getattr(source, "data", None)
-    if data is None:
+    n = source_size(source)
+    if n is None:
         raise ConfigError("an online source has no epochs: give steps=N")
-    per_epoch = len(data) // cfg.batch_size
+    per_epoch = n // cfg.batch_size
     if per_epoch < 1:
-        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(data)} images of the source")
+        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {n} images of the source")
     return cfg.epochs * per_epoch
 
 
@@ -319,10 +347,10 @@ def _start_from_teacher(cfg: DistillConfig, slots: list[StudentSlot], teacher: t
     every later draw are the same as without it)."""
     images = None
     if cfg.init_images:
-        data = getattr(source, "data", None)
+        data = source_head(source, cfg.init_images)
         if data is None:
             raise ConfigError("init_images needs images to fit on: a transfer:DIR (or real) source, not an online one")
-        originals = data.as_float(data.images[: cfg.init_images]).to(device)
+        originals = data.as_float(data.images).to(device)
         g = torch.Generator().manual_seed(cfg.seed)
         copies = augment_batch(originals, settings.crop_padding, settings.hflip, g, settings.blur, settings.brightness)
         images = torch.cat([originals, mixup_images(copies, settings.mixup, g)])
@@ -398,10 +426,10 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     distiller.close()
     augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup,
                     "blur": settings.blur, "brightness": settings.brightness}
-    data = getattr(source, "data", None)  # an online source has no fixed set of images
     provenance = {**source.provenance(), "foreign_set": foreign}
+    # images: None for an online source, which has no fixed set of images
     return _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
-                   augmentation, len(data) if data is not None else None, provenance)
+                   augmentation, source_size(source), provenance)
 
 
 def _progress_line(record: dict[str, Any], steps: int) -> str:

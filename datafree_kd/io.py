@@ -11,6 +11,8 @@ from typing import IO, Any, Iterator
 
 import torch
 
+from .faults import crash_point
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
@@ -23,6 +25,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("io.before_replace")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

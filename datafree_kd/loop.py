@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import DivergenceError
+from .faults import crash_point
 from .rundir import RunDir
 from .training import check_same_config, load_training_state, save_training_state
 
@@ -117,6 +118,7 @@ class TrainingLoop:
             except DivergenceError as exc:
                 raise DivergenceError(f"{where}: {exc}") from None
             check_finite(values, where)  # before anything of this unit is logged or checkpointed
+            crash_point("loop.unit")
             window.add(values)
             if schedule.due(schedule.log_every, done):
                 record: dict[str, Any] = {schedule.unit: done, **window.flush()}
@@ -132,6 +134,7 @@ class TrainingLoop:
                 progress = {schedule.unit: done, "history": self.history, "config": self.config,
                             "elapsed_s": self.elapsed + time.perf_counter() - began}
                 save_training_state(self.run.state_path, self.stateful, self.generator, progress)
+                crash_point("loop.checkpoint")
         self.elapsed += time.perf_counter() - began
         self.run.write_metrics_csv(self.history)
         return self.history

@@ -18,6 +18,7 @@ from .checkpoint import read_checkpoint
 from .config import config_to_dict
 from .data import forbid_training_data, load_dataset
 from .errors import ConfigError, DivergenceError
+from .faults import crash_point
 from .loop import check_finite
 from .io import atomic_torch_save
 from .rundir import RunDir
@@ -50,8 +51,9 @@ class SynthesizeConfig(RuntimeSettings):
     def validate(self) -> None:
         if not self.teacher:
             raise ConfigError("no teacher given (--teacher T.pt)")
-        if self.n < 1 or self.batch_size < 1 or self.shard_size < 1:
-            raise ConfigError("n, batch_size and shard_size must be >= 1")
+        for name in ("n", "batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.shard_size % self.batch_size:
             raise ConfigError("shard_size must be a multiple of batch_size (resume restarts at a shard boundary)")
         if self.dtype not in ("uint8", "float16"):
@@ -59,6 +61,12 @@ class SynthesizeConfig(RuntimeSettings):
         from generators.base import check_preset
 
         check_preset(self.preset)
+        if self.method != AUTO:  # a misspelt method fails before the teacher is loaded
+            from generators import SYNTHESIZERS
+
+            if getattr(SYNTHESIZERS.get(self.method), "online", False):
+                raise ConfigError(f"{self.method!r} is an online method: use it as "
+                                  f"`dfkd distill --source online:{self.method}`")
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -155,6 +163,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         began = time.perf_counter()
         fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
         check_finite(fit_logs, f"fitting {method}")
+        crash_point("synthesis.fitted")
         timings["fit_s"] += time.perf_counter() - began
         atomic_torch_save(synthesizer.state_dict(), state_path)
         print(f"fitted {method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
@@ -172,6 +181,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
                                   f"{len(transfer)} earlier images")
         images, logits = label_stored_pixels(teacher, generated, cfg.dtype, device)
         transfer.append(images, logits, None)  # full shards reach the disk as they fill
+        crash_point("synthesis.batch")
         index += 1
         written = len(transfer) + transfer.pending
         print(f"{written}/{cfg.n} images ({time.perf_counter() - began:.0f}s)", flush=True)

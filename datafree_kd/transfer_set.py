@@ -43,6 +43,7 @@ from .data.guard import active as guard_active
 from .data.info import DatasetInfo
 from .data.memory import ImageTensors
 from .errors import DatasetError, DfkdError, NotATransferSet
+from .faults import crash_point
 from .io import _json_default, atomic_open, atomic_write_json
 
 FORMAT = "datafree_kd.transfer_set"
@@ -425,6 +426,7 @@ class TransferSet:
         name = f"shard-{len(self._meta['shards']):05d}.pt"
         with atomic_open(self.path / name, "wb") as handle:  # the shard first, then the meta listing it
             handle.write(data)
+        crash_point("transfer.shard_written")
         self._meta["shards"].append(
             {"file": name, "count": count, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         )

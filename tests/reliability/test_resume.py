@@ -1,0 +1,173 @@
+"""Exact resume everywhere (issue 16, item 4): SIGKILL at named points of teacher training,
+materialising synthesis and online distillation; the same command run again finishes with
+results equal to an uninterrupted run's, and no torn file is ever left where a reader takes it.
+
+The kills are placed by ``DFKD_FAULT=POINT:N`` (``datafree_kd.faults``), not by timing, so each
+test kills exactly where it says. Every run is a subprocess of the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import train_toy_teacher, write_tensor_dataset
+
+from datafree_kd.checkpoint import load_model
+from datafree_kd.transfer_set import TransferSet
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _dfkd(args: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env.pop("DFKD_FAULT", None)
+    if fault:
+        env["DFKD_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "datafree_kd.cli", *args], env=env, capture_output=True, text=True)
+
+
+def _killed_then_finished(args: list[str], fault: str, resume: list[str]) -> subprocess.CompletedProcess:
+    killed = _dfkd(args, fault)
+    assert killed.returncode == -signal.SIGKILL, f"not killed at {fault}: rc {killed.returncode}\n{killed.stderr}"
+    return _dfkd(args + resume)
+
+
+def _metrics(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in lines]
+
+
+def _same_model(a: Path, b: Path) -> bool:
+    x, y = load_model(a).model.state_dict(), load_model(b).model.state_dict()
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _readable_state(run: Path) -> None:
+    """What a resuming reader takes is whole: last.pt loads; no temporary file stands in for it."""
+    if (run / "last.pt").exists():
+        torch.load(run / "last.pt", weights_only=True)
+    if (run / "model.pt").exists():
+        load_model(run / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("resume")
+    data, teacher = train_toy_teacher(base, arch="lenet5_bn")
+    return {"data": data, "teacher": teacher, "base": base}
+
+
+# ------------------------------------------------------------------------------ teacher training
+
+TEACHER_KILLS = ["loop.unit:2", "loop.checkpoint:1", "io.before_replace:3"]
+
+
+@pytest.fixture(scope="module")
+def teacher_straight(toy) -> Path:
+    out = toy["base"] / "teacher-straight"
+    done = _dfkd(_teacher_args(toy, out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _teacher_args(toy: dict, out: Path) -> list[str]:
+    return ["teacher", "train", "--dataset", "tensors", "--data-root", str(toy["data"]), "--arch", "lenet5",
+            "--epochs", "3", "--out", str(out), "batch_size=32", "latency_runs=0", "device=cpu", "threads=1"]
+
+
+@pytest.mark.parametrize("fault", TEACHER_KILLS)
+def test_teacher_training_resumes_exactly(toy, teacher_straight, fault, tmp_path):
+    out = tmp_path / "run"
+    finished = _killed_then_finished(_teacher_args(toy, out), fault, ["--resume"])
+    assert finished.returncode == 0, finished.stderr
+    assert _same_model(teacher_straight / "model.pt", out / "model.pt")
+    assert _metrics(teacher_straight) == _metrics(out)
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (teacher_straight, out))
+    assert ra["test_accuracy"] == rb["test_accuracy"]
+
+
+# --------------------------------------------------------------------------- materialising synthesis
+
+SYNTH_KILLS = ["synthesis.fitted:1", "transfer.shard_written:2", "synthesis.batch:5", "io.before_replace:4"]
+
+
+def _synth_args(toy: dict, out: Path) -> list[str]:
+    return ["synthesize", "--teacher", str(toy["teacher"]), "--method", "dafl", "--n", "192", "--batch-size",
+            "32", "--out", str(out), "shard_size=64", "preset=smoke", "preview=false", "device=cpu", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def synth_straight(toy) -> Path:
+    out = toy["base"] / "synth-straight"
+    done = _dfkd(_synth_args(toy, out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize("fault", SYNTH_KILLS)
+def test_synthesis_resumes_to_the_same_images(toy, synth_straight, fault, tmp_path):
+    out = tmp_path / "run"
+    killed = _dfkd(_synth_args(toy, out), fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if (out / "transfer_set" / "meta.json").exists():  # what a reader would take is whole and checksummed
+        TransferSet.open(out / "transfer_set", verify=True)
+    finished = _dfkd(_synth_args(toy, out))
+    assert finished.returncode == 0, finished.stderr
+    a, b = TransferSet.open(synth_straight / "transfer_set"), TransferSet.open(out / "transfer_set")
+    assert a.checksum() == b.checksum() and len(b) == 192
+    assert torch.equal(a.load().images, b.load().images)
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (synth_straight, out))
+    assert ra["class_counts"] == rb["class_counts"] and ra["set_checksum"] == rb["set_checksum"]
+
+
+# ------------------------------------------------------------------------------ online distillation
+
+ONLINE_KILLS = ["loop.unit:6", "loop.checkpoint:2", "io.before_replace:3"]
+
+
+def _online_args(toy: dict, out: Path) -> list[str]:
+    return ["distill", "--teacher", str(toy["teacher"]), "--student", "lenet5_half", "--source", "online:dfad",
+            "--data-root", str(toy["data"]), "--steps", "12", "--out", str(out), "batch_size=16",
+            "checkpoint_every=4", "log_every=2", "latency_runs=0", "device=cpu", "threads=1", "preset=smoke"]
+
+
+@pytest.fixture(scope="module")
+def online_straight(toy) -> Path:
+    out = toy["base"] / "online-straight"
+    done = _dfkd(_online_args(toy, out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize("fault", ONLINE_KILLS)
+def test_online_distillation_resumes_exactly(toy, online_straight, fault, tmp_path):
+    out = tmp_path / "run"
+    killed = _dfkd(_online_args(toy, out), fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    _readable_state(out)
+    finished = _dfkd(_online_args(toy, out) + ["--resume"])
+    assert finished.returncode == 0, finished.stderr
+    assert _same_model(online_straight / "model.pt", out / "model.pt")
+    assert _metrics(online_straight) == _metrics(out)
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (online_straight, out))
+    assert ra["test_accuracy"] == rb["test_accuracy"] and rb["data_free"] is True
+
+
+def test_a_kill_inside_an_atomic_write_leaves_the_previous_checkpoint(toy, tmp_path):
+    """The second checkpoint's temporary file is complete but not renamed: last.pt is still the first."""
+    out = tmp_path / "run"
+    # atomic writes of this run: config.yaml (1), metrics reset (2), last.pt at step 4 (3), at step 8 (4)
+    killed = _dfkd(_online_args(toy, out), "io.before_replace:4")
+    assert killed.returncode == -signal.SIGKILL
+    assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 4
+    assert list(out.glob(".last.pt.*.tmp")), "the kill should have left the unrenamed temporary file"
