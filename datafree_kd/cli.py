@@ -11,7 +11,7 @@ from .errors import DfkdError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import distill, evaluate, listing, run, sweep, synthesize, teacher
+    from .commands import distill, evaluate, listing, prior, run, sweep, synthesize, teacher
 
     parser = argparse.ArgumentParser(
         prog="dfkd",
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dfkd {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (run, sweep, teacher, synthesize, distill, evaluate, listing):
+    for module in (run, sweep, teacher, synthesize, prior, distill, evaluate, listing):
         module.add_parser(subparsers)
     return parser
 

@@ -311,7 +311,11 @@ def transfer_origin(transfer: Any) -> dict[str, Any]:
 
     provenance = transfer.provenance()
     registered = provenance["synthesizer"] in SYNTHESIZERS.names()
-    return {"kind": "transfer", **provenance, "synthetic": registered and provenance["written_under_guard"]}
+    # a diffusion prior trained on real images makes its samples derived from real data
+    prior = ((provenance.get("synthesizer_provenance") or {}).get("prior") or {})
+    from_real = prior.get("data_free") is False
+    return {"kind": "transfer", **provenance,
+            "synthetic": registered and provenance["written_under_guard"] and not from_real}
 
 
 def check_set_teacher(source: BatchSource, fingerprints: list[str], allow_foreign: bool) -> bool:

@@ -168,6 +168,8 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         atomic_torch_save(synthesizer.state_dict(), state_path)
         print(f"fitted {method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
 
+    if hasattr(synthesizer, "describe"):  # e.g. the diffusion prior's fingerprint and what it was trained on
+        transfer.record("synthesizer_provenance", synthesizer.describe())
     began = time.perf_counter()
     index = len(transfer) // cfg.batch_size
     if len(transfer) < cfg.n and len(transfer) % cfg.batch_size:
@@ -240,6 +242,8 @@ def _summarise(transfer: Any, cfg: SynthesizeConfig, fingerprint: str, timings: 
         "fit_logs": fit_logs,
         "fit_time_s": timings["fit_s"],
         "generate_time_s": timings["generate_s"],
+        "images_per_s": len(transfer) / timings["generate_s"] if timings["generate_s"] > 0 else None,
+        "synthesizer_provenance": transfer.meta.get("synthesizer_provenance"),
         "cpu_time_s": timings["cpu_s"],
         "preview": str(preview) if preview else None,
         "device": str(device),

@@ -305,6 +305,7 @@ class TransferSet:
             "teacher_fingerprint": m["teacher_fingerprint"], "seed": m["seed"], "count": len(self),
             "total_count": int(m["count"]), "dtype": m["dtype"], "created": m["created"],
             "set_checksum": self.checksum(), "written_under_guard": bool(m.get("written_under_guard", False)),
+            "synthesizer_provenance": copy.deepcopy(m.get("synthesizer_provenance")),
         }
 
     def checksum(self) -> str:
@@ -334,6 +335,16 @@ class TransferSet:
         self._pending_count += len(q)
         while self._pending_count >= self.shard_size:
             self._write_pending(self.shard_size)
+
+    def record(self, key: str, value: Any) -> None:
+        """Add a provenance fact known only once the synthesizer is ready (e.g. the fingerprint of
+        the diffusion prior it loaded) to meta.json, atomically; core fields cannot be overwritten."""
+        if not self._writable or key in _REQUIRED_META or key in ("shards", "written_under_guard"):
+            raise DfkdError(f"cannot record {key!r} on this set", self.path)
+        value = json.loads(json.dumps(value, default=_json_default))
+        if self._meta.get(key) != value:
+            self._meta[key] = value
+            atomic_write_json(self.path / META_NAME, self._meta)
 
     def flush(self) -> None:
         """Write the buffered partial shard (call at the end of a synthesis, or to checkpoint)."""

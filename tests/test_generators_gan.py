@@ -47,6 +47,7 @@ TINY: dict[str, dict] = {
     "adi-online": {"iterations": 2, "refresh_every": 1, "pool_size": 16},
     "fast": {"latent_dim": 16, "base_channels": 8, "fit_rounds": 1, "fit_batch_size": 8, "inner_steps": 1},
     "fast-online": {"latent_dim": 16, "base_channels": 8, "inner_steps": 1, "refresh_every": 1, "pool_size": 16},
+    "diffusion": {"steps": 2, "unet_width": 8},
 }
 ONLINE_GANS = ["dafl-online", "dfad", "zskt"]
 

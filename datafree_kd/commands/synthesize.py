@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..rundir import check_out
 from ..summary import format_table
 from ..synthesis import SynthesizeConfig, run_synthesis
 from .common import add_config_arguments, add_preset_argument, resolve_config
@@ -17,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--method", help="materialising synthesizer (default: the best measured one)")
     s.add_argument("--n", type=int, help="number of images")
     s.add_argument("--batch-size", dest="batch_size", type=int)
+    s.add_argument("--prior", help="--method diffusion: a diffusers pipeline directory or a `dfkd prior train` run")
     s.add_argument("--seed", type=int)
     s.add_argument("--device")
     add_preset_argument(s)
@@ -26,7 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device", "preset")
-    cfg = resolve_config(SynthesizeConfig, args, {k: getattr(args, k) for k in names})
+    flags = {k: getattr(args, k) for k in names}
+    if args.prior:
+        flags["options"] = {"prior": args.prior}
+    cfg = resolve_config(SynthesizeConfig, args, flags)
+    check_out(args.out, "synthesis")
     results = run_synthesis(cfg, args.out)
     print(format_table([(k, results[k]) for k in ("method", "count", "mean_teacher_confidence",
                                                   "class_balance_entropy_ratio", "fit_time_s", "generate_time_s")]))
