@@ -34,7 +34,7 @@ from .metrics import top1_accuracy
 from .models.slicing import init_from_teacher, refit_to_teacher
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
-from .sources import BatchSource, OnlineSource, RealDataSource
+from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
 from .streaming import DEFAULT_MEMORY_BUDGET_MB, source_head, source_size, transfer_source
 from .teacher import load_teacher
 from .teacher_training import recipe_for
@@ -209,7 +209,7 @@ def _recipe_teacher(teacher_path: str, teacher_arch: str | None, source: str) ->
     if teacher_arch is not None:
         from .transfer_set import TransferSet
 
-        info = TransferSet.open(source.partition(":")[2], verify=False).info
+        info = TransferSet.open(source.partition(":")[2].split(",")[0], verify=False).info
     return load_teacher(teacher_path, arch=teacher_arch, info=info).model
 
 
@@ -291,16 +291,41 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
         return OnlineSource(synthesizer, cfg.source, origin)
     from .transfer_set import TransferSet
 
-    transfer = TransferSet.open(target)  # the set's directory or the `dfkd synthesize` run holding it
-    if (transfer.info.num_classes, transfer.info.shape) != (info.num_classes, info.shape):
-        raise ConfigError(
-            f"transfer set holds {transfer.info.shape} images for {transfer.info.num_classes} classes; the "
-            f"teacher expects {info.shape} and {info.num_classes}", target)
-    if cfg.transfer_size:
-        transfer = transfer.subset(cfg.transfer_size)
+    paths = [p for p in target.split(",") if p]
+    sets = [TransferSet.open(p) for p in paths]  # a set's directory or the `dfkd synthesize` run holding it
+    for path, transfer in zip(paths, sets):
+        if (transfer.info.num_classes, transfer.info.shape) != (info.num_classes, info.shape):
+            raise ConfigError(
+                f"transfer set holds {transfer.info.shape} images for {transfer.info.num_classes} classes; the "
+                f"teacher expects {info.shape} and {info.num_classes}", path)
+    if len(sets) > 1:
+        return union_source(sets, cfg.transfer_size, cfg.source)
+    transfer = sets[0].subset(cfg.transfer_size) if cfg.transfer_size else sets[0]
     # teacher logits are recomputed on every batch, so the set's stored ones only serve diagnostics
     return transfer_source(transfer, f"{cfg.source} ({len(transfer)} images)", cfg.memory_budget_mb,
                            origin=transfer_origin(transfer))
+
+
+def union_source(sets: list[Any], size: int, description: str) -> TensorSetSource:
+    """``transfer:A,B``: the sets' images together in memory, ``size`` (0: all) shared out
+    equally (the first ``size // k`` of each, the remainder from the first sets), so the union
+    of a GAN and a diffusion set is compared with either alone at the same total size."""
+    if size:
+        if size < len(sets):
+            raise ConfigError(f"transfer_size={size} cannot be shared among {len(sets)} sets")
+        shares = [size // len(sets) + (i < size % len(sets)) for i in range(len(sets))]
+        short = [(t.path, len(t), n) for t, n in zip(sets, shares) if len(t) < n]
+        if short:
+            raise ConfigError(f"transfer set {short[0][0]} holds {short[0][1]} images, its share is {short[0][2]}")
+        sets = [t.subset(n) for t, n in zip(sets, shares)]
+    parts = [t.load() for t in sets]
+    float_images = any(p.images.dtype != torch.uint8 for p in parts)
+    images = torch.cat([p.as_float(p.images) if float_images else p.images for p in parts])
+    data = ImageTensors(images, torch.cat([p.labels for p in parts]), parts[0].info)
+    members = [transfer_origin(t) for t in sets]
+    origin = {"kind": "transfer", "union": members, "count": len(data),
+              "synthetic": all(m["synthetic"] for m in members)}
+    return TensorSetSource(data, with_labels=False, description=f"{description} ({len(data)} images)", origin=origin)
 
 
 def transfer_origin(transfer: Any) -> dict[str, Any]:
@@ -322,13 +347,14 @@ def check_set_teacher(source: BatchSource, fingerprints: list[str], allow_foreig
     """Whether the source's images were made by another teacher than the one(s) distilled; refused
     (one line) unless ``allow_foreign_set``, as a student of teacher A taught on teacher B's set is a
     different experiment from the one the command names."""
-    made_by = source.origin.get("teacher_fingerprint")
-    if source.origin.get("kind") != "transfer" or made_by in fingerprints:
+    if source.origin.get("kind") != "transfer":
         return False
-    if not allow_foreign:
-        raise ConfigError(f"transfer set {source.origin.get('path')} was made by teacher {made_by}, not by the teacher "
-                          f"being distilled ({', '.join(fingerprints)}); pass allow_foreign_set=true to use it anyway")
-    return True
+    foreign = [m for m in source.origin.get("union", [source.origin]) if m.get("teacher_fingerprint") not in fingerprints]
+    if foreign and not allow_foreign:
+        raise ConfigError(f"transfer set {foreign[0].get('path')} was made by teacher {foreign[0].get('teacher_fingerprint')}, "
+                          f"not by the teacher being distilled ({', '.join(fingerprints)}); pass allow_foreign_set=true "
+                          "to use it anyway")
+    return bool(foreign)
 
 
 def total_steps(cfg: DistillConfig, source: BatchSource) -> int:

@@ -36,7 +36,10 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip() or not raw.strip():
             raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,...")
-        values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+        try:
+            values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--grid {item!r}: a value is not valid YAML ({type(exc).__name__})") from None
         if key.strip() in (k for k, _ in grid):
             raise ConfigError(f"--grid {key!r} is given twice")
         grid.append((key.strip(), values))
@@ -88,7 +91,15 @@ def ablate_size_jobs(spec: ExperimentSpec, sizes: Sequence[int], methods: Sequen
         raise ConfigError(f"budget must be steps or epochs, got {budget!r}")
     if not sizes or min(sizes) < 1 or not methods or not seeds:
         raise ConfigError("give sizes >= 1, at least one method and one seed")
-    synth, student = _stage_of_kind(spec, "synthesize"), _stage_of_kind(spec, "distill")
+    from generators import SYNTHESIZERS
+
+    for method in methods:  # a misspelt method fails now, not in every run
+        if getattr(SYNTHESIZERS.get(method), "online", False):
+            raise ConfigError(f"--methods: {method!r} is an online method; the size study needs materialising ones")
+    student = _stage_of_kind(spec, "distill")
+    # the set the student learns from (an experiment may make others, e.g. the GAN set a diffusion prior trains on)
+    fed = next(s for s in spec.stages if s.name == student).inputs.get("source")
+    synth = fed if isinstance(fed, str) else _stage_of_kind(spec, "synthesize")
     base = next(s for s in spec.stages if s.name == synth)
     student_cfg = next(s for s in spec.stages if s.name == student).config
     batch = int(student_cfg.get("batch_size", 128))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..config import merge
 from ..synthesis import SynthesizeConfig, run_synthesis
 from .base import Stage, StageOutput, register_stage
 
@@ -14,13 +15,21 @@ from .base import Stage, StageOutput, register_stage
 @register_stage("synthesize")
 class SynthesizeStage(Stage):
     config_cls = SynthesizeConfig
-    inputs = {"teacher": "model"}
+    #: ``prior``: a ``prior`` stage, sampled when the method is ``diffusion`` (other methods ignore it,
+    #: so a size study can swap methods on one experiment)
+    inputs = {"teacher": "model", "prior": "prior"}
     required_inputs = frozenset({"teacher"})
     smoke = {"n": 64, "batch_size": 32, "shard_size": 64, "preset": "smoke"}
 
     def input_fields(self, inputs: dict[str, Any], name: str) -> dict[str, Any]:
         teacher: StageOutput = inputs["teacher"]
         return {"teacher": teacher.artefact("model", name)}
+
+    def build_config(self, config: dict[str, Any], inputs: dict[str, Any], name: str) -> Any:
+        prior: StageOutput | None = inputs.get("prior")
+        if prior is not None and config.get("method") == "diffusion":
+            config = merge(config, {"options": {"prior": prior.artefact("prior", name)}})
+        return super().build_config(config, inputs, name)
 
     def run(self, cfg: SynthesizeConfig, out: Path, resume: bool) -> dict[str, Any]:
         return run_synthesis(cfg, out)  # resumes by itself: each batch has its own seed
