@@ -84,7 +84,9 @@ def _make_factory(name: str, num_blocks: Sequence[int], widths: Sequence[int]) -
     return factory
 
 
-# Depth 6n+2 ResNets of He et al. (2016), section 4.2: n blocks in each of 3 stages.
+# Depth 6n+2 ResNets of He et al. (2016), section 4.2: n blocks in each of 3 stages, with 1x1
+# projection shortcuts where the shape changes (option B; the paper uses parameter-free option A)
+# as the distillation literature's code does (RepDistiller / CRD): ResNet-20 has 272,474 parameters.
 for _depth in (8, 20, 32, 56):
     _n = (_depth - 2) // 6
     register_model(f"resnet{_depth}")(_make_factory(f"resnet{_depth}", (_n, _n, _n), (16, 32, 64)))
