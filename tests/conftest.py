@@ -83,3 +83,12 @@ def fitted_bn_lenet(seed: int = 0, channels: int = 1, size: int = 28):
         opt.step()
     opt.zero_grad(set_to_none=True)
     return freeze(model)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tests share two cores with each other's processes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

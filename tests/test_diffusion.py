@@ -28,12 +28,7 @@ INFO = DatasetInfo("toy", 10, 1, 28, (0.5,), (0.5,))
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _save_unet_pipeline(path: Path, channels: int = 1, size: int = 16, classes: int | None = None) -> Path:

@@ -52,6 +52,14 @@ def _same_model(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+def _straight(toy: dict, name: str, args) -> Path:
+    """The uninterrupted run a killed one is compared with (once per module)."""
+    out = toy["base"] / f"{name}-straight"
+    done = _dfkd(args(toy, out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def _readable_state(run: Path) -> None:
     """What a resuming reader takes is whole: last.pt loads; no temporary file stands in for it."""
     if (run / "last.pt").exists():
@@ -74,10 +82,7 @@ TEACHER_KILLS = ["loop.unit:2", "loop.checkpoint:1", "io.before_replace:3"]
 
 @pytest.fixture(scope="module")
 def teacher_straight(toy) -> Path:
-    out = toy["base"] / "teacher-straight"
-    done = _dfkd(_teacher_args(toy, out))
-    assert done.returncode == 0, done.stderr
-    return out
+    return _straight(toy, "teacher", _teacher_args)
 
 
 def _teacher_args(toy: dict, out: Path) -> list[str]:
@@ -108,10 +113,7 @@ def _synth_args(toy: dict, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def synth_straight(toy) -> Path:
-    out = toy["base"] / "synth-straight"
-    done = _dfkd(_synth_args(toy, out))
-    assert done.returncode == 0, done.stderr
-    return out
+    return _straight(toy, "synth", _synth_args)
 
 
 @pytest.mark.parametrize("fault", SYNTH_KILLS)
@@ -143,10 +145,7 @@ def _online_args(toy: dict, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def online_straight(toy) -> Path:
-    out = toy["base"] / "online-straight"
-    done = _dfkd(_online_args(toy, out))
-    assert done.returncode == 0, done.stderr
-    return out
+    return _straight(toy, "online", _online_args)
 
 
 @pytest.mark.parametrize("fault", ONLINE_KILLS)
