@@ -144,13 +144,18 @@ def parse_attack_names(names: str | Sequence[str]) -> list[str]:
     return out
 
 
-def check_eps(eps: float, what: str = "eps") -> float:
+def check_eps(eps: float, what: str = "eps", norm: str | None = None) -> float:
+    """A positive, finite budget; in ``Linf`` also at most 1 (images live in [0, 1], so a larger
+    ball is the whole image box: almost surely a budget given in 0-255 units)."""
     try:
         value = float(eps)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must be a number, got {eps!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{what} must be a positive attack budget, got {eps!r}")
+    if norm == "Linf" and value > 1:
+        raise ConfigError(f"{what} is an L∞ budget on [0, 1] images and must lie in (0, 1], got {eps!r} "
+                          "(8/255, not 8)")
     return value
 
 
@@ -407,7 +412,7 @@ def attack_budgets(names: Sequence[str], eps: float | None, eps_l2: float | None
         if norm not in resolved:
             given = eps if norm == "Linf" else eps_l2
             what = "eps" if norm == "Linf" else "eps_l2"
-            resolved[norm] = check_eps(given, what) if given is not None else default_eps(dataset_name, norm)
+            resolved[norm] = check_eps(given, what, norm) if given is not None else default_eps(dataset_name, norm)
         out[name] = {"norm": norm, "eps": resolved[norm]}
     return out
 

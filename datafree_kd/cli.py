@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from . import __version__
 from .errors import DfkdError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other user error (``dfkd: error: ...``, exit 2);
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"dfkd: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .commands import distill, evaluate, listing, prior, run, sweep, synthesize, teacher
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="dfkd",
         description="Data-free knowledge distillation suite.",
         epilog="Config overrides go after the options as key=value (e.g. epochs=5 lr=0.1).",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,60 @@ from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
 
 
+def make_out_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and its parents) and check a file can be written in it; a path that is
+    a file, lies under one or may not be written is a one-line ConfigError naming it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError("--out exists and is not a directory", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write the --out directory ({exc.strerror or type(exc).__name__})", path) from None
+    return path
+
+
+#: what a ``results.json`` ``kind`` says about the directory; other markers name the rest
+_MARKERS = (("report.json", "experiment"), ("results.csv", "sweep"), ("transfer_set", "synthesis"))
+
+
+def run_kind(path: str | os.PathLike) -> str | None:
+    """Which kind of run an existing directory holds (``teacher``, ``distillation``, ``synthesis``,
+    ``evaluation``, ``experiment``, ``sweep``, ...), or None (nothing there yet). An experiment's
+    stage directory holds the run of its kind (``dfkd distill --out STAGE_DIR`` reproduces it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    for name, kind in _MARKERS:
+        if (path / name).exists():
+            return kind
+    results = path / "results.json"
+    if results.is_file():
+        try:
+            kind = json.loads(results.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        return str(kind) if kind else "unknown"
+    return None
+
+
+def check_out(path: str | os.PathLike, kind: str) -> None:
+    """Refuse an ``--out`` that already holds another kind of run: writing there would mix two
+    runs' files (a student's config.yaml over a teacher's, say). The same kind is a re-run or a
+    resume of that run and is left to the command."""
+    found = run_kind(path)
+    if found is not None and found != kind:
+        raise ConfigError(f"--out already holds the run of another command ({found}; this command writes "
+                          f"a {kind} run); give another --out", path)
+
+
 class RunDir:
     """One run's output directory; every ``dfkd`` subcommand writes through this."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError("--out exists and is not a directory", self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = make_out_dir(path)
 
     @property
     def config_path(self) -> Path:

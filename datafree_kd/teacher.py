@@ -29,12 +29,15 @@ def load_teacher(
     arch: str | None = None,
     info: DatasetInfo | None = None,
     arch_kwargs: dict[str, Any] | None = None,
+    torchscript: bool = False,
 ) -> LoadedModel:
     """Load any supported checkpoint (ours, a plain state_dict + ``arch``, TorchScript) frozen.
 
     The result is callable like the model; ``.model`` is the frozen module, ``.info`` its data
     description and ``.fingerprint`` the weight hash that transfer sets and students record.
+    A TorchScript file is loaded only when asked for (``torchscript=True`` or a path spelt
+    ``torchscript:FILE``, see :func:`~datafree_kd.checkpoint.load_model`).
     """
-    loaded = load_model(path, arch=arch, info=info, arch_kwargs=arch_kwargs)
+    loaded = load_model(path, arch=arch, info=info, arch_kwargs=arch_kwargs, torchscript=torchscript)
     freeze(loaded.model)
     return loaded

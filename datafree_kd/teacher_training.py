@@ -88,6 +88,10 @@ class TeacherTrainConfig(OptimizerSettings, RuntimeSettings):
         if not self.trades_beta >= 0:
             raise ConfigError(f"trades_beta must be >= 0, got {self.trades_beta}")
         self.adversarial_settings()  # a missing eps for an unknown dataset fails now, not after loading
+        from .models import MODELS
+
+        if self.arch not in MODELS:
+            MODELS.get(self.arch)  # an unknown arch fails now (listing the known ones), not after loading the data
 
     def adversarial_settings(self) -> dict[str, Any]:
         """The resolved adversarial-training recipe, as recorded in results.json."""

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -464,10 +465,14 @@ class TransferSet:
         shard = self.path / entry["file"]
         if not shard.is_file():
             raise DatasetError("shard missing", shard)
+        from .checkpoint import load_error_reason
+
         try:
-            data = torch.load(shard, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = torch.load(shard, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, unsafe pickle, ...: all one line naming the file
-            raise DatasetError(f"corrupt or truncated shard ({_first_line(exc)})", shard) from None
+            raise DatasetError(f"corrupt or truncated shard ({load_error_reason(exc)})", shard) from None
         count, shape = entry["count"], tuple(self._meta["shape"])
         if not isinstance(data, dict) or not isinstance(data.get("images"), torch.Tensor):
             raise DatasetError("shard is not a dict with an 'images' tensor", shard)

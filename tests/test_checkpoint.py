@@ -128,13 +128,13 @@ def test_torchscript_teacher(tmp_path):
     model = ModelSpec.for_dataset("lenet5", INFO).build().eval()
     path = tmp_path / "scripted.pt"
     torch.jit.trace(model, torch.rand(1, 1, 28, 28)).save(str(path))
-    teacher = load_teacher(path, info=INFO)
+    teacher = load_teacher(path, info=INFO, torchscript=True)  # TorchScript runs code: only on request
     x = torch.rand(2, 1, 28, 28)
     assert torch.allclose(teacher(x), model(x), atol=1e-6)
     assert is_frozen(teacher.model)
     wrong = DatasetInfo("toy", 7, 1, 28, (0.3,), (0.35,))
     with pytest.raises(CheckpointError, match="expected \\(1, 7\\)"):
-        load_model(path, info=wrong)
+        load_model(path, info=wrong, torchscript=True)
 
 
 @pytest.mark.parametrize("arch", ["lenet5", "lenet5_bn", "resnet8"])

@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from ..distillation import DistillConfig, recipe_layer, run_distillation
+from ..rundir import check_out
 from ..summary import format_table, results_summary
 from .common import add_config_arguments, add_preset_argument, resolve_config
 
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     names = ("teacher", "teacher_arch", "student", "source", "objective", "dataset", "data_root",
              "steps", "epochs", "seed", "device", "preset")
     cfg = resolve(args, {k: getattr(args, k) for k in names})
+    check_out(args.out, "distillation")
     results = run_distillation(cfg, args.out, resume=args.resume)
     print(results_summary(results))
     if len(results["students"]) > 1:

@@ -19,13 +19,14 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from ..attacks import ATTACKS, attack_budgets, attack_examples, attack_norm, parse_attack_names, robust_accuracy
+from ..attacks import (ATTACKS, attack_budgets, attack_examples, attack_norm, check_eps, parse_attack_names,
+                       robust_accuracy)
 from ..checkpoint import check_compatible, load_model
 from ..config import config_to_dict
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..evaluation import evaluate_classifier
-from ..rundir import RunDir
+from ..rundir import RunDir, check_out
 from ..runtime import resolve_device, seed_everything, set_threads
 from ..summary import results_summary
 from ..training import RuntimeSettings
@@ -48,19 +49,20 @@ class EvaluateConfig(RuntimeSettings):
     eps_l2: float | None = None  # L2 budget (pgdl2, cw); None = attacks.default_eps(dataset, "L2")
     attack_limit: int = 0  # attack the first N test examples; 0 = the whole test set
     attack_batch_size: int = 200
+    #: load ``model`` as TorchScript (it runs code of its own, so only on request; ``--torchscript``)
+    torchscript: bool = False
 
     def validate(self) -> None:
         if not self.model:
             raise ConfigError("no model to evaluate")
-        if self.batch_size < 1 or self.ece_bins < 1 or self.latency_runs < 0:
-            raise ConfigError("batch_size and ece_bins must be >= 1, latency_runs >= 0")
+        for key, low in (("batch_size", 1), ("ece_bins", 1), ("latency_runs", 0), ("attack_limit", 0),
+                         ("attack_batch_size", 1)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"{key} must be >= {low}, got {getattr(self, key)}")
         names = parse_attack_names(self.attacks)  # unknown names fail here, before any work
-        for key in ("eps", "eps_l2"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{key} must be a positive attack budget, got {value}")
-        if self.attack_limit < 0 or self.attack_batch_size < 1:
-            raise ConfigError("attack_limit must be >= 0 (0 = all) and attack_batch_size >= 1")
+        for key, norm in (("eps", "Linf"), ("eps_l2", "L2")):
+            if getattr(self, key) is not None:
+                check_eps(getattr(self, key), key, norm)
         if names:
             norms = {attack_norm(name) for name in names}
             if self.eps is not None and "Linf" not in norms:
@@ -71,7 +73,7 @@ class EvaluateConfig(RuntimeSettings):
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("evaluate", help="evaluate a model checkpoint on a test set")
-    ev.add_argument("model", help="model.pt, a plain state_dict (with --arch) or TorchScript")
+    ev.add_argument("model", help="model.pt, a plain state_dict (with --arch) or TorchScript (with --torchscript)")
     ev.add_argument("--dataset", help="default: the dataset recorded in the checkpoint")
     ev.add_argument("--data-root", dest="data_root")
     ev.add_argument("--download", action="store_const", const=True)
@@ -85,14 +87,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--eps-l2", dest="eps_l2", type=float, help="L2 attack budget for pgdl2/cw (default: per dataset)")
     ev.add_argument("--attack-limit", dest="attack_limit", type=int, help="attack the first N test images (0 = all)")
     ev.add_argument("--attack-batch-size", dest="attack_batch_size", type=int)
+    ev.add_argument("--torchscript", action="store_const", const=True,
+                    help="MODEL is a TorchScript file (it runs code of its own: only for files you trust)")
     add_config_arguments(ev)
     ev.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     names = ("model", "dataset", "data_root", "download", "arch", "reference", "batch_size", "device", "latency_runs",
-             "attacks", "eps", "eps_l2", "attack_limit", "attack_batch_size")
+             "attacks", "eps", "eps_l2", "attack_limit", "attack_batch_size", "torchscript")
     cfg = resolve_config(EvaluateConfig, args, {k: getattr(args, k) for k in names})
+    check_out(args.out, "evaluation")
     results = evaluate(cfg, args.out)
     print(results_summary(results))
     return 0
@@ -107,7 +112,7 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
     info = None
     if cfg.dataset is not None:  # a plain state_dict or a TorchScript file is described by it
         info = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download).info
-    loaded = load_model(cfg.model, arch=cfg.arch, info=info)
+    loaded = load_model(cfg.model, arch=cfg.arch, info=info, torchscript=cfg.torchscript)
     dataset = cfg.dataset or loaded.info.name
     if not cfg.dataset:
         cfg.dataset = dataset

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..experiment import ExperimentSpec, run_experiment
+from ..rundir import check_out
 
 #: the shipped experiments (``configs/experiments`` at the repository root)
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
@@ -39,6 +40,7 @@ def load_experiment(path: str, overrides: list[str]) -> ExperimentSpec:
 
 def run_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment, args.overrides)
+    check_out(args.out, "experiment")
     report = run_experiment(experiment, args.out, smoke=args.smoke, stages_dir=args.stages)
     print(summary_lines(report))
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -54,7 +56,7 @@ def summary_lines(report: dict[str, Any]) -> str:
             for name, m in report["models"].items()]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     text = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
-    if "teacher" in report and "student" in report:
+    if report.get("teacher", {}).get("test_accuracy") and "test_accuracy" in report.get("student", {}):
         ratio = report["student"]["test_accuracy"] / report["teacher"]["test_accuracy"]
         text.append(f"student / teacher: {ratio:.3f}   CPU time of all stages: {report['cpu_s'] / 60:.1f} min")
     return "\n".join(text)

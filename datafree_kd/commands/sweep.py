@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..experiment.executor import EXECUTORS, JobResult
+from ..experiment.runner import preflight
+from ..rundir import check_out, make_out_dir
 from ..experiment.sweep import ablate_size_jobs, parse_grid, report_row, sweep_jobs, write_outputs
 from .run import load_experiment
 
@@ -56,12 +58,17 @@ def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, 
              select: bool = True) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    out = Path(args.out)
+    executor = EXECUTORS.get(args.executor)
+    for job in jobs:  # every run's stage configs are checked before the first run starts
+        preflight(job.spec)
+    check_out(args.out, "sweep")
+    out = make_out_dir(args.out)
     if args.stages:
+        make_out_dir(args.stages)
         for job in jobs:
             job.stages_dir = Path(args.stages)
     print(f"{len(jobs)} runs, {args.jobs} at a time, in {out / 'runs'} (shared stages: {jobs[0].stages_dir})")
-    results = EXECUTORS.get(args.executor)(jobs, args.jobs, _progress)
+    results = executor(jobs, args.jobs, _progress)
     failed = [r for r in results if r.status == "failed"]
     rows = [report_row(r.job) for r in results if r.status != "failed"]
     if not rows:

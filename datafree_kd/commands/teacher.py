@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..rundir import check_out
 from ..summary import results_summary
 from ..teacher_training import ADVERSARIAL_METHODS, TeacherTrainConfig, recipe_layer, train_teacher
 from .common import add_config_arguments, resolve_config
@@ -32,6 +33,7 @@ def run_train(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in ("dataset", "data_root", "download", "arch", "epochs", "seed", "device",
                                                "adversarial")}
     cfg = resolve_config(TeacherTrainConfig, args, flags, recipe_layer)
+    check_out(args.out, "teacher")
     results = train_teacher(cfg, args.out, resume=args.resume)
     print(results_summary(results))
     print(f"wrote {args.out}/model.pt, results.json, config.yaml")

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import config_to_dict
+from ..errors import ConfigError, DfkdError
 from ..io import atomic_write_json
+from ..rundir import make_out_dir
 from ..stages import STAGES, Stage, StageOutput
 from .spec import ExperimentSpec, StageSpec
 
@@ -78,13 +80,42 @@ def stage_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_stage(experiment: ExperimentSpec, spec: StageSpec, done: dict[str, StageRecord], stages_dir: Path,
-              smoke: bool) -> StageRecord:
-    stage = STAGES.get(spec.kind)()
+def _config(experiment: ExperimentSpec, spec: StageSpec, stage: Stage, smoke: bool) -> dict[str, Any]:
     config = experiment.stage_config(spec)
     if smoke:
         config = stage.smoke_config(config)
         config.update(spec.smoke)
+    return config
+
+
+class _Pending(StageOutput):
+    """An upstream output that does not exist yet: its artefacts are placeholders (for preflight)."""
+
+    def artefact(self, key: str, wanted_by: str) -> str:
+        return f"<{key} of stage {self.name}>"
+
+
+def preflight(experiment: ExperimentSpec, smoke: bool = False) -> None:
+    """Build and validate every stage's config before the first stage runs, upstream outputs
+    standing in as placeholders, so that a bad value in the last stage (``evaluate.eps=1.5``) is
+    a one-line error now rather than after the teacher trained. A stage whose config depends on
+    what an input holds (:meth:`Stage.preflight`) is checked when it is reached."""
+    pending: dict[str, StageOutput] = {}
+    for spec in experiment.stages:
+        stage = STAGES.get(spec.kind)()
+        inputs = {slot: [pending[t] for t in target] if isinstance(target, list) else pending[target]
+                  for slot, target in spec.inputs.items()}
+        try:
+            stage.preflight(_config(experiment, spec, stage, smoke), inputs, spec.name)
+        except DfkdError as exc:
+            raise ConfigError(f"stage {spec.name!r}: {exc}", experiment.source or None) from None
+        pending[spec.name] = _Pending(spec.name, spec.kind, Path(f"<{spec.name}>"))
+
+
+def run_stage(experiment: ExperimentSpec, spec: StageSpec, done: dict[str, StageRecord], stages_dir: Path,
+              smoke: bool) -> StageRecord:
+    stage = STAGES.get(spec.kind)()
+    config = _config(experiment, spec, stage, smoke)
     inputs = _inputs(spec, done)
     cfg = stage.build_config(config, inputs, spec.name)
     key = stage_key(stage, cfg, inputs, spec.name)
@@ -129,9 +160,9 @@ def run_experiment(experiment: ExperimentSpec, out: str | Path, smoke: bool = Fa
     """
     from .report import write_report
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = Path(stages_dir) if stages_dir is not None else out / "stages"
+    preflight(experiment, smoke)
+    out = make_out_dir(out)
+    stages = make_out_dir(stages_dir) if stages_dir is not None else out / "stages"
     began = time.perf_counter()
     done: dict[str, StageRecord] = {}
     for spec in experiment.stages:

@@ -62,7 +62,11 @@ class ExperimentSpec:
             if not isinstance(entry, dict) or not {"name", "kind"} <= set(entry) or set(entry) - _STAGE_KEYS:
                 raise ConfigError(f"stage {i}: expected a mapping with name, kind and optionally inputs, config, "
                                   f"smoke; got {entry!r}", source or None)
-            STAGES.get(entry["kind"])  # an unknown kind fails now, with the known ones listed
+            if entry["kind"] not in STAGES:  # an unknown kind fails now, naming the file and the known ones
+                try:
+                    STAGES.get(str(entry["kind"]))
+                except ConfigError as exc:
+                    raise ConfigError(f"stage {entry['name']!r}: {exc}", source or None) from None
             stages.append(StageSpec(str(entry["name"]), str(entry["kind"]), dict(entry.get("inputs") or {}),
                                     dict(entry.get("config") or {}), dict(entry.get("smoke") or {})))
         spec = cls(str(data.get("name", Path(source).stem if source else "experiment")), stages,

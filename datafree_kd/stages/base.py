@@ -68,6 +68,12 @@ class Stage:
         """Config fields filled from inputs (e.g. ``teacher: path/model.pt``); default none."""
         return {}
 
+    def preflight(self, config: dict[str, Any], inputs: dict[str, Any], name: str) -> Any:
+        """Validate ``config`` before any stage of the experiment runs, ``inputs`` being placeholders
+        for outputs not made yet (their artefacts are ``<KEY of stage NAME>``); default: build the
+        config. Override to skip what cannot be known before the inputs exist."""
+        return self.build_config(config, inputs, name)
+
     def content_key(self, cfg: Any) -> str:
         """What the stage reads besides its config and inputs (a file's checksum); default none."""
         return ""

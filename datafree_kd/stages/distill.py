@@ -35,6 +35,14 @@ class DistillStage(Stage):
         layer, path, _ = recipe_layer(user)
         return config_from_dict(DistillConfig, {**merge(layer, user), "recipe": path or "none"})
 
+    def preflight(self, config: dict[str, Any], inputs: dict[str, Any], name: str) -> DistillConfig | None:
+        """With a transfer set and ``recipe=auto`` the defaults are the recipe measured for the
+        teacher's kind, which is known only once the teacher exists: checked when reached."""
+        user = merge(config, self.input_fields(inputs, name))
+        if str(user.get("source") or "").startswith("transfer:") and str(user.get("recipe") or "auto") == "auto":
+            return None
+        return self.build_config(config, inputs, name)
+
     def smoke_config(self, config: dict[str, Any]) -> dict[str, Any]:
         shrunk = merge(config, self.smoke)
         if config.get("init_images"):

@@ -34,6 +34,7 @@ class EvaluateStageConfig(RuntimeSettings):
     def validate(self) -> None:
         if not self.models or len(self.models) != len(self.names):
             raise ConfigError("an evaluate stage needs inputs: {models: [STAGE, ...]}")
+        self.for_model(0)  # the settings each model is evaluated with: refused now, not after the others
 
     def for_model(self, index: int) -> EvaluateConfig:
         cfg = EvaluateConfig(model=self.models[index], dataset=self.dataset, data_root=self.data_root,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_model
+from ..checkpoint import TORCHSCRIPT_PREFIX, load_model, split_model_path
 from ..config import config_from_dict, merge
 from ..errors import ConfigError
 from ..rundir import RunDir
@@ -37,7 +37,8 @@ class TeacherStage(Stage):
 
 @dataclass
 class CheckpointConfig:
-    """An existing model file: ``path`` (a ``model.pt``; with ``arch`` and ``dataset`` a plain state_dict)."""
+    """An existing model file: ``path`` (a ``model.pt``; with ``arch`` and ``dataset`` a plain state_dict;
+    ``torchscript:FILE`` for a TorchScript file, which is loaded only when spelt so)."""
 
     path: str = ""
     arch: str | None = None
@@ -47,8 +48,8 @@ class CheckpointConfig:
     def validate(self) -> None:
         if not self.path:
             raise ConfigError("a checkpoint stage needs path: MODEL.pt")
-        if not Path(self.path).is_file():
-            raise ConfigError("checkpoint not found", Path(self.path))
+        if not split_model_path(self.path)[0].is_file():
+            raise ConfigError("checkpoint not found", split_model_path(self.path)[0])
 
 
 @register_stage("checkpoint")
@@ -60,7 +61,7 @@ class CheckpointStage(Stage):
 
     def content_key(self, cfg: CheckpointConfig) -> str:
         digest = hashlib.sha256()
-        with open(cfg.path, "rb") as handle:
+        with open(split_model_path(cfg.path)[0], "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
@@ -76,7 +77,9 @@ class CheckpointStage(Stage):
         loaded = load_model(cfg.path, arch=cfg.arch, info=info)
         run = RunDir(out)
         run.write_config(cfg)
-        results = {"kind": "checkpoint", "path": str(Path(cfg.path).resolve()), "fingerprint": loaded.fingerprint,
+        file, torchscript = split_model_path(cfg.path)
+        path = f"{TORCHSCRIPT_PREFIX if torchscript else ''}{file.resolve()}"  # the opt-in travels downstream
+        results = {"kind": "checkpoint", "path": path, "fingerprint": loaded.fingerprint,
                    "arch": loaded.spec.arch if loaded.spec else "torchscript", "dataset": loaded.info.name}
         run.write_results(results)
         return results
