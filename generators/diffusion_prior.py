@@ -119,6 +119,13 @@ def load_prior(path: str | os.PathLike) -> Prior:
 
     diffusers_logging.disable_progress_bar()  # errors and results stay one line each on stderr
     diffusers_logging.set_verbosity_error()
+    try:  # a text-to-image pipeline's encoder comes through transformers, which has bars of its own
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    except ImportError:
+        pass
     try:
         pipe = DiffusionPipeline.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:  # diffusers raises many types for broken folders

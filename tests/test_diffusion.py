@@ -186,3 +186,52 @@ def test_samples_of_a_prior_trained_on_real_images_are_not_data_free(gan_set, tm
     origin = transfer_origin(TransferSet.open(tmp_path / "set" / "transfer_set"))
     assert origin["written_under_guard"] is True and origin["synthetic"] is False
     assert default_scheduler_config()["num_train_timesteps"] == 1000
+
+
+def _save_text_to_image_pipeline(path: Path) -> Path:
+    """A tiny Stable-Diffusion-shaped pipeline from small configs: CLIP text encoder and tokenizer
+    (a character vocabulary the test writes), a cross-attention UNet on 4-channel latents, a VAE."""
+    transformers = pytest.importorskip("transformers")
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    words = path.parent / "tokenizer-files"
+    words.mkdir(parents=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789":
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    (words / "vocab.json").write_text(json.dumps(vocab))
+    (words / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=32)
+    torch.manual_seed(0)
+    text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=32, projection_dim=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+                                cross_attention_dim=16, norm_num_groups=8, attention_head_dim=2)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=8, sample_size=16)
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                            scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False), safety_checker=None,
+                            feature_extractor=None, requires_safety_checker=False).save_pretrained(str(path))
+    return path
+
+
+def test_a_text_to_image_pipeline_samples_per_class_prompts(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = _save_text_to_image_pipeline(tmp_path / "t2i")
+    prior = load_prior(path)
+    assert prior.kind == "text" and prior.channels == 4 and prior.image_channels == 3
+    named = DatasetInfo("toy", 10, 1, 28, (0.5,), (0.5,), tuple(f"class{i}" for i in range(10)))
+    teacher = fitted_bn_lenet(0)
+    for scale in (0.0, 0.1):  # unguided and guided (the gradient runs through the VAE decoder)
+        synth = SYNTHESIZERS.get("diffusion")(named, prior=str(path), steps=2, guidance_scale=scale)
+        g = torch.Generator().manual_seed(0)
+        synth.fit(teacher, g, torch.device("cpu"))
+        x = synth.generate(teacher, 4, g, torch.device("cpu"))
+        assert x.shape == (4, 1, 28, 28) and 0 <= x.min() and x.max() <= 1 and torch.isfinite(x).all()
+    sampler = GuidedSampler(prior, named, DiffusionSettings(steps=2))
+    one, other = (sampler._prompt_embeddings(torch.tensor([c]), torch.device("cpu")) for c in (0, 1))
+    assert not torch.equal(one, other)  # each class has its own prompt ("a photo of a class0", ...)
