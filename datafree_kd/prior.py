@@ -89,17 +89,25 @@ def _source(cfg: PriorTrainConfig) -> tuple[BatchSource, Any, dict[str, Any]]:
 
 
 class _EMA(nn.Module):
-    """An exponential moving average of a module's weights (what the pipeline is saved with)."""
+    """An exponential moving average of a module's weights (what the pipeline is saved with).
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates: a fixed 0.999
+    keeps 55 % of the random initialisation after 600 steps (CPU-sized runs are that short), and
+    such an average samples noise where the live weights already sample shapes."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
         self.model = copy.deepcopy(model).requires_grad_(False)
         self.decay = decay
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        n = int(self.updates)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        self.updates += 1
         for ema, live in zip(self.model.parameters(), model.parameters()):
-            ema.lerp_(live, 1 - self.decay)
+            ema.lerp_(live, 1 - decay)
         for ema, live in zip(self.model.buffers(), model.buffers()):
             ema.copy_(live)
 

@@ -149,26 +149,36 @@ def _prior_args(gan_set, out):
             "width=8", "batch_size=16", "checkpoint_every=2", "log_every=1", "device=cpu", "threads=1"]
 
 
+@pytest.fixture(scope="module")
+def prior_straight(gan_set) -> Path:
+    out = gan_set["base"] / "prior-straight"
+    done = _dfkd(_prior_args(gan_set, out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 @pytest.mark.slow
-def test_prior_training_is_data_free_and_resumes_exactly_after_a_kill(gan_set, tmp_path):
-    straight = _dfkd(_prior_args(gan_set, tmp_path / "a"))
-    assert straight.returncode == 0, straight.stderr
-    results = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert results["data_free"] is True and results["source_provenance"]["synthesizer"] == "random-generator"
-    killed = _dfkd(_prior_args(gan_set, tmp_path / "b"), fault="loop.checkpoint:2")
+@pytest.mark.parametrize("fault,resumed_from", [("loop.checkpoint:2", 4), ("loop.unit:3", 2), ("io.before_replace:4", 2)])
+def test_prior_training_resumes_exactly_after_a_kill(gan_set, prior_straight, tmp_path, fault, resumed_from):
+    killed = _dfkd(_prior_args(gan_set, tmp_path / "b"), fault=fault)
     assert killed.returncode == -signal.SIGKILL
     resumed = _dfkd(_prior_args(gan_set, tmp_path / "b") + ["--resume"])
-    assert resumed.returncode == 0 and "resuming from step 4" in resumed.stdout, resumed.stderr
-    a, b = (load_prior(tmp_path / d).unet.state_dict() for d in ("a", "b"))
+    assert resumed.returncode == 0 and f"resuming from step {resumed_from}" in resumed.stdout, resumed.stderr
+    a, b = (load_prior(d).unet.state_dict() for d in (prior_straight, tmp_path / "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # the chain: a set sampled from this prior is data-free, with the prior's provenance
+
+
+@pytest.mark.slow
+def test_the_data_free_chain_records_the_prior(gan_set, prior_straight, tmp_path):
+    results = json.loads((prior_straight / "results.json").read_text())
+    assert results["data_free"] is True and results["source_provenance"]["synthesizer"] == "random-generator"
     out = tmp_path / "diffusion"
     done = _dfkd(["synthesize", "--teacher", str(gan_set["teacher"]), "--method", "diffusion", "--prior",
-                  str(tmp_path / "a"), "--n", "16", "--batch-size", "8", "--out", str(out), "options.steps=2",
+                  str(prior_straight), "--n", "16", "--batch-size", "8", "--out", str(out), "options.steps=2",
                   "shard_size=16", "device=cpu", "threads=1"])
     assert done.returncode == 0, done.stderr
     meta = TransferSet.open(out / "transfer_set").meta
-    assert meta["synthesizer_provenance"]["prior"]["fingerprint"] == load_prior(tmp_path / "a").fingerprint()
+    assert meta["synthesizer_provenance"]["prior"]["fingerprint"] == load_prior(prior_straight).fingerprint()
     assert meta["synthesizer_provenance"]["prior"]["data_free"] is True
     assert json.loads((out / "results.json").read_text())["images_per_s"] > 0
 
