@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,9 @@ def _train(cfg: PriorTrainConfig, run: RunDir, resume: bool) -> dict[str, Any]:
                         lambda r: f"step {r['step']}/{cfg.steps}  loss {r['loss']:.4f}  ({r['elapsed_s']:.0f}s)")
     if resume:
         loop.resume()
+    cpu_began = time.process_time()
     history = loop.fit(train_step)
+    cpu_s = time.process_time() - cpu_began
 
     pipeline_dir = run.path / PIPELINE_SUBDIR
     staging = run.path / f".{PIPELINE_SUBDIR}.tmp"
@@ -184,7 +187,7 @@ def _train(cfg: PriorTrainConfig, run: RunDir, resume: bool) -> dict[str, Any]:
         "kind": "prior", "source": cfg.source, "data_free": data_free, "source_provenance": origin,
         "pipeline": str(pipeline_dir), "params": sum(p.numel() for p in unet.parameters()),
         "class_conditional": bool(classes), "steps": cfg.steps, "final_loss": history[-1]["loss"] if history else None,
-        "train_time_s": loop.elapsed, "device": str(device), "seed": cfg.seed, "history": history,
+        "train_time_s": loop.elapsed, "cpu_time_s": cpu_s, "device": str(device), "seed": cfg.seed, "history": history,
     }
     atomic_write_json(run.results_path, results)
     return results

@@ -38,17 +38,17 @@ def cpu_minutes(fn, *args, **kwargs) -> tuple[Any, float]:
 def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     runs = Path(args.runs) / f"s{seed}"
     common = {"teacher": args.teacher, "seed": seed, "threads": args.threads, "preview": True}
-    gan, gan_cpu = cpu_minutes(run_synthesis, SynthesizeConfig(method=args.gan_method, n=args.n, **common),
-                               runs / "gan")
+    gan, _ = cpu_minutes(run_synthesis, SynthesizeConfig(method=args.gan_method, n=args.n, **common), runs / "gan")
+    gan_cpu = gan["cpu_time_s"] / 60  # recorded by the set's run, also when it is reused
     prior, prior_cpu = cpu_minutes(train_prior, PriorTrainConfig(
         source=f"transfer:{runs / 'gan'}", width=args.prior_width, steps=args.prior_steps, batch_size=64,
         seed=seed, threads=args.threads), runs / "prior")
     sampled = {}
     for arm, scale in (("guided", args.guidance_scale), ("unguided", 0.0)):
         options = {"prior": str(runs / "prior"), "steps": args.ddim_steps, "guidance_scale": scale}
-        sampled[arm] = cpu_minutes(run_synthesis, SynthesizeConfig(method="diffusion", n=args.n, options=options,
-                                                                   batch_size=128, shard_size=5120, **common),
-                                   runs / arm)
+        results, _ = cpu_minutes(run_synthesis, SynthesizeConfig(method="diffusion", n=args.n, options=options,
+                                                                  batch_size=128, shard_size=5120, **common), runs / arm)
+        sampled[arm] = (results, results["cpu_time_s"] / 60)
     sources = {
         "gan": (f"transfer:{runs / 'gan'}", gan_cpu),
         "diffusion-guided": (f"transfer:{runs / 'guided'}", prior_cpu + sampled["guided"][1]),
