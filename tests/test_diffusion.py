@@ -245,3 +245,20 @@ def test_a_text_to_image_pipeline_samples_per_class_prompts(tmp_path, monkeypatc
     sampler = GuidedSampler(prior, named, DiffusionSettings(steps=2))
     one, other = (sampler._prompt_embeddings(torch.tensor([c]), torch.device("cpu")) for c in (0, 1))
     assert not torch.equal(one, other)  # each class has its own prompt ("a photo of a class0", ...)
+
+
+def test_confidence_filtering_keeps_what_the_teacher_is_sure_of():
+    teacher = fitted_bn_lenet(0)
+    options = dict(steps=3, unet_width=8, guidance_scale=0.1, bn_weight=0.0)
+    plain = SYNTHESIZERS.get("diffusion")(INFO, **options)
+    picky = SYNTHESIZERS.get("diffusion")(INFO, **options, min_confidence=0.6, max_rounds=3)
+    shown = []
+    for synth in (plain, picky):
+        g = torch.Generator().manual_seed(0)
+        synth.fit(teacher, g, torch.device("cpu"))
+        x = synth.generate(teacher, 16, g, torch.device("cpu"))
+        assert x.shape == (16, 1, 28, 28)
+        with torch.no_grad():
+            shown.append(teacher(x).softmax(1).max(1).values)
+    assert shown[1].mean() > shown[0].mean()  # filtering raised the teacher's confidence
+    assert (shown[1] >= 0.6).float().mean() >= (shown[0] >= 0.6).float().mean()
