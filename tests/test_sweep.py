@@ -4,6 +4,7 @@ the summary and the plots."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -106,3 +107,22 @@ def test_ablate_size_end_to_end(tmp_path):
     assert report["student"]["images"] == 32
     assert _png_size(tmp_path / "abl" / "accuracy_vs_size.png")[0] == "PNG"
     assert "Selected on val" not in (tmp_path / "abl" / "summary.md").read_text()  # an ablation chooses nothing
+
+
+def test_the_size_study_swaps_the_set_the_student_learns_from_in_the_diffusion_chain(tmp_path):
+    """configs/experiments/diffusion.yaml makes two sets (the GAN set the prior trains on, and the
+    student's): `--methods fast,diffusion` varies the student's, leaving the prior's GAN set alone."""
+    from datafree_kd.experiment.spec import ExperimentSpec
+    from datafree_kd.experiment.sweep import ablate_size_jobs
+
+    spec = ExperimentSpec.load(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "diffusion.yaml")
+    jobs = ablate_size_jobs(spec, [500, 1000], ["fast", "diffusion"], [0], tmp_path)
+    assert len(jobs) == 4
+    for job in jobs:
+        stages = {s.name: s for s in job.spec.stages}
+        assert stages["synthetic"].config["method"] == job.swept["method"]
+        assert stages["synthetic"].config["n"] == 1000
+        assert stages["gan"].config == next(s for s in spec.stages if s.name == "gan").config
+        assert stages["student"].config["transfer_size"] == job.swept["n"]
+    diffusion = next(j for j in jobs if j.swept["method"] == "diffusion")
+    assert next(s for s in diffusion.spec.stages if s.name == "synthetic").config["options"]["guidance_scale"] == 0.1
