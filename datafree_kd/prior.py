@@ -44,7 +44,8 @@ class PriorTrainConfig(RuntimeSettings):
     data_root: str | None = None
     #: condition the UNet on the class (the teacher's argmax for a transfer set, the true label for a dataset)
     class_conditional: bool = True
-    width: int = 32
+    #: base channels of the UNet (16: 0.64 M parameters at 28 px; sampling speed in benchmarks/RESULTS.md)
+    width: int = 16
     steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-4
