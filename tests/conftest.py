@@ -92,3 +92,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_cli(argv: list[str]) -> int:
+    """``dfkd``'s exit code for ``argv``, in-process; a warning it emits would be another stderr
+    line in a terminal, so a failing command must emit none."""
+    import warnings
+
+    from datafree_kd.cli import main
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse
+            code = exc.code if isinstance(exc.code, int) else 1
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert code == 0 or not shown, f"warnings on stderr besides the error line: {shown}"
+    return code

@@ -13,15 +13,13 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import train_toy_teacher, write_tensor_dataset
-from datafree_kd.cli import main
+from conftest import run_cli, train_toy_teacher, write_tensor_dataset
 
 #: a regression that lets a bad case run real work fails in seconds instead of hanging the suite
 pytestmark = pytest.mark.timeout(120)
@@ -115,17 +113,6 @@ def _snapshot(root: Path) -> dict[str, str]:
             for f in sorted(root.rglob("*"))}
 
 
-def run_cli(argv: list[str]) -> int:
-    """``main(argv)``'s exit code; a warning it emits would be another stderr line in a terminal."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse
-            code = exc.code if isinstance(exc.code, int) else 1
-    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
-    assert code == 0 or not shown, f"warnings on stderr besides the error line: {shown}"
-    return code
 
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import shutil
-import warnings
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,9 +17,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import write_tensor_dataset
+from conftest import run_cli, write_tensor_dataset
 from datafree_kd.checkpoint import ModelSpec, save_model
-from datafree_kd.cli import main
 from datafree_kd.data.info import DatasetInfo
 from datafree_kd.errors import CheckpointError
 
@@ -44,17 +42,6 @@ def _evil(marker: Path) -> Evil:
     return evil
 
 
-def run_cli(argv: list[str]) -> int:
-    """``main(argv)``'s exit code; a warning it emits would be another stderr line in a terminal."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse
-            code = exc.code if isinstance(exc.code, int) else 1
-    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
-    assert code == 0 or not shown, f"warnings on stderr besides the error line: {shown}"
-    return code
 
 
 
