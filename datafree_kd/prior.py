@@ -64,6 +64,8 @@ class PriorTrainConfig(RuntimeSettings):
         for name in ("width", "steps", "batch_size", "train_timesteps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.width % 4:
+            raise ConfigError(f"width must be a multiple of 4, got {self.width}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.lr <= 0 or self.grad_clip < 0:

@@ -259,6 +259,7 @@ class DiffusionSynthesizer(MaterializingSynthesizer):
         self.unet: nn.Module | None = None
         self._prior: Prior | None = None
         self._student: nn.Module | None = None
+        self._sampler: GuidedSampler | None = None  # one per prior: its scheduler and prompt embeddings
 
     def _load(self, generator: torch.Generator, device: torch.device) -> Prior:
         s = self.settings
@@ -268,6 +269,7 @@ class DiffusionSynthesizer(MaterializingSynthesizer):
             else:
                 self._prior = untrained_prior(self.info.in_channels, self.info.image_size, s.unet_width, generator)
             self.unet = self._prior.unet
+            self._sampler = GuidedSampler(self._prior, self.info, s)
             self.unet.requires_grad_(False).eval()
             for part in (self._prior.vae, self._prior.text_encoder):
                 if part is not None:
@@ -303,8 +305,8 @@ class DiffusionSynthesizer(MaterializingSynthesizer):
 
     def generate(self, teacher: TeacherFn, batch_size: int, generator: torch.Generator,
                  device: torch.device) -> torch.Tensor:
-        prior = self._load(generator, device)
-        sampler = GuidedSampler(prior, self.info, self.settings)
+        self._load(generator, device)
+        sampler = self._sampler
         s = self.settings
         kept: list[torch.Tensor] = []
         spare: list[tuple[torch.Tensor, torch.Tensor]] = []

@@ -542,7 +542,8 @@ def _folder_split(samples: list[tuple[Path, int]], classes: list[str], split_dir
                   ) -> ImageTensors:
     """Decode one split's images; mode (RGB unless all grey, or as info.json's ``in_channels``
     says), size and statistics are its own."""
-    channels = _stored_info(base).get("in_channels")
+    stored = _stored_info(base)
+    channels = stored.get("in_channels")
     if channels not in (None, 1, 3):
         raise DatasetError(f"in_channels must be 1 or 3, got {channels!r}", base / "info.json")
     grey = all(is_gray_mode(image_header(p)[0]) for p, _ in samples) if channels is None else channels == 1
@@ -550,7 +551,7 @@ def _folder_split(samples: list[tuple[Path, int]], classes: list[str], split_dir
     images = torch.from_numpy(_read_folder_images(samples, mode, None, split_dir))
     labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
     return ImageTensors(images, labels, _user_info("folder", base, images, labels, tuple(classes), split_dir,
-                                                   num_classes=len(classes)))
+                                                   num_classes=len(classes), stored=stored))
 
 
 @register_training_files("folder")
@@ -683,12 +684,12 @@ def _stored_info(base: Path) -> dict[str, Any]:
 
 
 def _user_info(name: str, base: Path, images: torch.Tensor, labels: torch.Tensor, names: tuple[str, ...],
-               where: Path, num_classes: int | None = None) -> DatasetInfo:
+               where: Path, num_classes: int | None = None, stored: dict[str, Any] | None = None) -> DatasetInfo:
     """A user dataset's description from the split at hand, or from ``DIR/info.json`` where the
     dataset stores it (``mean``, ``std``, optionally ``num_classes``, ``class_names`` and, for a
     folder, ``in_channels``): an evaluation split never reads the training files for statistics
     (DESIGN rule 8)."""
-    stored = _stored_info(base)
+    stored = _stored_info(base) if stored is None else stored
     names = tuple(stored.get("class_names") or names)
     num_classes = int(stored.get("num_classes") or num_classes or len(names) or int(labels.max()) + 1)
     if "mean" in stored and "std" in stored:

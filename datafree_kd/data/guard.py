@@ -66,7 +66,8 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.reasons: list[str] = []
-        self.protected: set[str] = set()  # real paths of files and folders
+        self.protected: set[str] = set()  # real paths of files and folders, over all active guards
+        self.entries: list[tuple[str, set[str]]] = []  # (reason, protected) of each active guard
         self.local = threading.local()  # .exempt: set of real paths this thread may open
 
 
@@ -134,17 +135,18 @@ def forbid_training_data(reason: str = "this run is data-free", roots: Iterable[
     ``roots``: data roots the run was given, whose declared training files are protected besides
     the default and system-wide locations. ``val`` and ``test`` stay available, for evaluation.
     """
-    protected = _declared_paths([None, *roots])
+    entry = (reason, _declared_paths([None, *roots]))
     with _STATE.lock:
+        _STATE.entries.append(entry)
         _STATE.reasons.append(reason)
-        before = set(_STATE.protected)
-        _STATE.protected |= protected
+        _STATE.protected |= entry[1]
     try:
         yield
     finally:
-        with _STATE.lock:
+        with _STATE.lock:  # guards may end in any order (threads): recompute from those still active
+            _STATE.entries.remove(entry)
             _STATE.reasons.remove(reason)
-            _STATE.protected = before if _STATE.reasons else set()
+            _STATE.protected = set().union(*(paths for _, paths in _STATE.entries))
 
 
 @contextmanager

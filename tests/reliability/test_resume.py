@@ -36,10 +36,17 @@ def _dfkd(args: list[str], fault: str | None = None) -> subprocess.CompletedProc
     return subprocess.run([sys.executable, "-m", "datafree_kd.cli", *args], env=env, capture_output=True, text=True)
 
 
-def _killed_then_finished(args: list[str], fault: str, resume: list[str]) -> subprocess.CompletedProcess:
-    killed = _dfkd(args, fault)
+def _kill_resume_compare(args, straight: Path, fault: str, out: Path) -> tuple[dict, dict]:
+    """Kill ``args`` at ``fault``, check what it left is readable, resume it, and check it ended
+    where the uninterrupted ``straight`` run did (weights, metrics); both runs' results."""
+    killed = _dfkd(args(out), fault)
     assert killed.returncode == -signal.SIGKILL, f"not killed at {fault}: rc {killed.returncode}\n{killed.stderr}"
-    return _dfkd(args + resume)
+    _readable_state(out)
+    finished = _dfkd(args(out) + ["--resume"])
+    assert finished.returncode == 0, finished.stderr
+    assert _same_model(straight / "model.pt", out / "model.pt")
+    assert _metrics(straight) == _metrics(out)
+    return tuple(json.loads((d / "results.json").read_text()) for d in (straight, out))
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -92,12 +99,7 @@ def _teacher_args(toy: dict, out: Path) -> list[str]:
 
 @pytest.mark.parametrize("fault", TEACHER_KILLS)
 def test_teacher_training_resumes_exactly(toy, teacher_straight, fault, tmp_path):
-    out = tmp_path / "run"
-    finished = _killed_then_finished(_teacher_args(toy, out), fault, ["--resume"])
-    assert finished.returncode == 0, finished.stderr
-    assert _same_model(teacher_straight / "model.pt", out / "model.pt")
-    assert _metrics(teacher_straight) == _metrics(out)
-    ra, rb = (json.loads((d / "results.json").read_text()) for d in (teacher_straight, out))
+    ra, rb = _kill_resume_compare(lambda out: _teacher_args(toy, out), teacher_straight, fault, tmp_path / "run")
     assert ra["test_accuracy"] == rb["test_accuracy"]
 
 
@@ -150,15 +152,7 @@ def online_straight(toy) -> Path:
 
 @pytest.mark.parametrize("fault", ONLINE_KILLS)
 def test_online_distillation_resumes_exactly(toy, online_straight, fault, tmp_path):
-    out = tmp_path / "run"
-    killed = _dfkd(_online_args(toy, out), fault)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    _readable_state(out)
-    finished = _dfkd(_online_args(toy, out) + ["--resume"])
-    assert finished.returncode == 0, finished.stderr
-    assert _same_model(online_straight / "model.pt", out / "model.pt")
-    assert _metrics(online_straight) == _metrics(out)
-    ra, rb = (json.loads((d / "results.json").read_text()) for d in (online_straight, out))
+    ra, rb = _kill_resume_compare(lambda out: _online_args(toy, out), online_straight, fault, tmp_path / "run")
     assert ra["test_accuracy"] == rb["test_accuracy"] and rb["data_free"] is True
 
 
