@@ -41,6 +41,7 @@ def test_ablate_size_jobs_share_one_set_per_method_and_seed(tmp_path):
     assert len(jobs) == 12 and [j.swept["n"] for j in jobs[:4]] == [32] * 4
     for job in jobs:
         synth = next(s for s in job.spec.stages if s.kind == "synthesize").config
+        assert next(s for s in job.spec.stages if s.kind == "synthesize").name == f"synthetic-{job.swept['method']}"
         student = next(s for s in job.spec.stages if s.kind == "distill").config
         assert synth["n"] == 128 and synth["method"] == job.swept["method"]
         # the experiment's own options stay with its method; another method gets its measured ones
@@ -120,9 +121,59 @@ def test_the_size_study_swaps_the_set_the_student_learns_from_in_the_diffusion_c
     assert len(jobs) == 4
     for job in jobs:
         stages = {s.name: s for s in job.spec.stages}
-        assert stages["synthetic"].config["method"] == job.swept["method"]
-        assert stages["synthetic"].config["n"] == 1000
+        made = stages[f"synthetic-{job.swept['method']}"]
+        assert made.config["method"] == job.swept["method"] and made.config["n"] == 1000
         assert stages["gan"].config == next(s for s in spec.stages if s.name == "gan").config
         assert stages["student"].config["transfer_size"] == job.swept["n"]
+        assert stages["student"].inputs["source"] == made.name
     diffusion = next(j for j in jobs if j.swept["method"] == "diffusion")
-    assert next(s for s in diffusion.spec.stages if s.name == "synthetic").config["options"]["guidance_scale"] == 0.1
+    assert next(s for s in diffusion.spec.stages if s.name == "synthetic-diffusion").config["options"]["guidance_scale"] == 0.1
+
+
+def test_the_size_study_compares_a_union_with_its_parts_on_the_same_sets(tmp_path):
+    """`--methods gan,diffusion,gan+diffusion`: a method may be a synthesize stage of the
+    experiment by name (the prior's own GAN set), and `A+B` learns from both halves; the union's
+    stages are the very stages (same names and configs, so the same cache entries) its parts use."""
+    from datafree_kd.experiment.spec import ExperimentSpec
+    from datafree_kd.experiment.sweep import ablate_size_jobs
+
+    spec = ExperimentSpec.load(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "diffusion.yaml")
+    jobs = {(j.swept["method"], j.swept["n"]): j for j in
+            ablate_size_jobs(spec, [1000, 20000], ["gan", "diffusion", "gan+diffusion"], [0], tmp_path)}
+    assert len(jobs) == 6
+
+    def stages(key):
+        return {s.name: s for s in jobs[key].spec.stages}
+
+    union, gan, diffusion = stages(("gan+diffusion", 1000)), stages(("gan", 1000)), stages(("diffusion", 1000))
+    assert union["student"].inputs["source"] == ["gan", "synthetic-diffusion"]
+    assert gan["student"].inputs["source"] == "gan" and "synthetic-diffusion" not in gan
+    assert union["gan"] == gan["gan"] == diffusion["gan"] and union["gan"].config["n"] == 20000  # raised to the largest size
+    assert union["synthetic-diffusion"] == diffusion["synthetic-diffusion"]
+    assert union["prior"].inputs == {"source": "gan"}
+    with pytest.raises(ConfigError, match="distinct"):
+        ablate_size_jobs(spec, [1000], ["gan+gan"], [0], tmp_path)
+    with pytest.raises(ConfigError):
+        ablate_size_jobs(spec, [1000], ["gan+nosuchmethod"], [0], tmp_path)
+
+
+def test_a_student_learns_from_a_union_of_stages(tmp_path):
+    """A distill stage's `source` may list several synthesize stages: `transfer:A,B`, shared equally."""
+    data = write_tensor_dataset(tmp_path / "data", n_train=192, n_test=48)
+    raw = toy_experiment(data, steps=4)
+    synth = next(s for s in raw["stages"] if s["kind"] == "synthesize")
+    other = {**synth, "name": "other", "config": {**synth["config"], "method": "random-generator", "options": {}}}
+    raw["stages"].insert(raw["stages"].index(synth) + 1, other)
+    student = next(s for s in raw["stages"] if s["kind"] == "distill")
+    student["inputs"]["source"] = [synth["name"], "other"]
+    student["config"]["transfer_size"] = 32
+    from datafree_kd.experiment.runner import run_experiment
+
+    report = run_experiment(ExperimentSpec.from_dict(raw), tmp_path / "run")
+    results = json.loads(next((tmp_path / "run" / "stages").glob("student-*/results.json")).read_text())
+    members = results["source_provenance"]["union"]
+    assert [m["synthesizer"] for m in members] == [synth["config"]["method"], "random-generator"]
+    assert results["images"] == 32 and report["student"]["images"] == 32
+    student["inputs"]["source"] = []
+    with pytest.raises(ConfigError, match="empty"):
+        ExperimentSpec.from_dict(raw)

@@ -90,10 +90,12 @@ class ExperimentSpec:
                     raise ConfigError(f"stage {stage.name!r}: {stage.kind} stages take inputs "
                                       f"{', '.join(kind.inputs) or 'none'}, not {slot!r}", self.source or None)
                 targets = target if isinstance(target, list) else [target]
-                if isinstance(target, list) != (slot in kind.list_inputs):
+                if slot not in kind.union_inputs and isinstance(target, list) != (slot in kind.list_inputs):
                     raise ConfigError(f"stage {stage.name!r}: input {slot!r} takes "
                                       f"{'a list of stages' if slot in kind.list_inputs else 'one stage'}",
                                       self.source or None)
+                if not targets:
+                    raise ConfigError(f"stage {stage.name!r}: input {slot!r} is an empty list", self.source or None)
                 missing = [t for t in targets if t not in seen]
                 if missing:
                     raise ConfigError(f"stage {stage.name!r}: input {slot!r} names {', '.join(map(repr, missing))}, "

@@ -76,31 +76,54 @@ def _stage_of_kind(spec: ExperimentSpec, kind: str) -> str:
     return names[0]
 
 
+def _size_study_parts(method: str, synthesizers: set[str], stage_names: set[str]) -> list[str]:
+    """``"fast+diffusion"`` -> ``["fast", "diffusion"]``: the sets a size-study method learns from."""
+    from generators import SYNTHESIZERS
+
+    parts = [p.strip() for p in method.split("+")]
+    if not all(parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"--methods {method!r}: a union names distinct methods joined by '+'")
+    for part in parts:
+        if part in stage_names:
+            continue
+        if part not in synthesizers:
+            SYNTHESIZERS.get(part)  # the registry's own error, with close matches
+        if getattr(SYNTHESIZERS.get(part), "online", False):
+            raise ConfigError(f"--methods: {part!r} is an online method; the size study needs materialising ones")
+    return parts
+
+
 def ablate_size_jobs(spec: ExperimentSpec, sizes: Sequence[int], methods: Sequence[str], seeds: Sequence[int],
                      out: Path, budget: str = "steps", steps: int | None = None, epochs: int | None = None
                      ) -> list[Job]:
     """One ``max(sizes)`` set per method and seed, each size distilled from its nested prefix
     (``transfer_size``) with the same number of steps (``budget="steps"``) or epochs.
 
+    A method is a synthesizer, a ``synthesize`` stage of the experiment by name (its own set,
+    made with at least ``max(sizes)`` images, e.g. the GAN set a diffusion prior learns from), or
+    a union ``A+B`` of those: the student learns from the first ``n/2`` images of each, and the
+    union reuses the very sets the single-method runs make. The synthesizer's stage is named
+    ``SYNTH-METHOD`` so the sets of all methods live side by side in one stage cache.
     Options are per method: the experiment's own apply to the method it names; another method
     starts from its measured CPU options (:func:`generators.default.measured_options`), if any.
     """
+    from generators import SYNTHESIZERS
     from generators.default import measured_options
 
     if budget not in ("steps", "epochs"):
         raise ConfigError(f"budget must be steps or epochs, got {budget!r}")
     if not sizes or min(sizes) < 1 or not methods or not seeds:
         raise ConfigError("give sizes >= 1, at least one method and one seed")
-    from generators import SYNTHESIZERS
-
-    for method in methods:  # a misspelt method fails now, not in every run
-        if getattr(SYNTHESIZERS.get(method), "online", False):
-            raise ConfigError(f"--methods: {method!r} is an online method; the size study needs materialising ones")
     student = _stage_of_kind(spec, "distill")
     # the set the student learns from (an experiment may make others, e.g. the GAN set a diffusion prior trains on)
     fed = next(s for s in spec.stages if s.name == student).inputs.get("source")
     synth = fed if isinstance(fed, str) else _stage_of_kind(spec, "synthesize")
     base = next(s for s in spec.stages if s.name == synth)
+    made_sets = {s.name for s in spec.stages if s.kind == "synthesize" and s.name != synth}
+    parts_of = {m: _size_study_parts(m, set(SYNTHESIZERS.names()), made_sets) for m in methods}
+    # a stage named as a method is raised to the largest size in every job, so that what else reads it
+    # (a prior) is the same whichever method a job studies
+    raised = {p for parts in parts_of.values() for p in parts if p in made_sets}
     student_cfg = next(s for s in spec.stages if s.name == student).config
     batch = int(student_cfg.get("batch_size", 128))
     if budget == "steps":
@@ -111,14 +134,32 @@ def ablate_size_jobs(spec: ExperimentSpec, sizes: Sequence[int], methods: Sequen
         training = {"steps": steps, "epochs": 0}
     else:
         training = {"epochs": epochs or int(student_cfg.get("epochs", 15)), "steps": 0}
+    largest = max(sizes)
+
+    def set_stage(part: str):
+        options = base.config.get("options", {}) if part == base.config.get("method") else measured_options(part)
+        return dataclasses.replace(base, name=f"{synth}-{part}",
+                                   config={**base.config, "method": part, "n": largest, "options": options})
+
     jobs = []
     for n, method, seed in itertools.product(sorted(sizes), methods, seeds):
-        options = base.config.get("options", {}) if method == base.config.get("method") else measured_options(method)
-        stages = [dataclasses.replace(s, config={**s.config, "method": method, "n": max(sizes), "options": options})
-                  if s.name == synth else
-                  dataclasses.replace(s, config=merge(s.config, {"transfer_size": n, **training}))
-                  if s.name == student else s for s in spec.stages]
+        parts = parts_of[method]
+        feeds = [p if p in made_sets else f"{synth}-{p}" for p in parts]
+        stages = []
+        for s in spec.stages:
+            if s.name == synth:
+                stages += [set_stage(p) for p in parts if p not in made_sets]
+            elif s.name in raised and int(s.config.get("n", 0)) < largest:
+                stages.append(dataclasses.replace(s, config={**s.config, "n": largest}))
+            elif s.name == student:
+                stages.append(dataclasses.replace(s, inputs={**s.inputs, "source": feeds if len(feeds) > 1 else feeds[0]},
+                                                  config=merge(s.config, {"transfer_size": n, **training})))
+            else:  # any other reader of the swapped-out set reads the method's first set
+                swap = lambda v: feeds[0] if v == synth else v  # noqa: E731
+                stages.append(dataclasses.replace(s, inputs={k: [swap(t) for t in v] if isinstance(v, list) else swap(v)
+                                                             for k, v in s.inputs.items()}))
         varied = dataclasses.replace(spec, stages=stages, defaults={**spec.defaults, "seed": seed})
+        varied.check()
         point = {"method": method, "n": n, "seed": seed}
         jobs.append(Job(run_name(point), varied, out / "runs" / run_name(point), out / "stages", point))
     return jobs

@@ -46,7 +46,8 @@ class Stage:
 
     * ``inputs``: the input slot names this kind accepts (``{"teacher": "model"}`` maps the slot
       to the artefact it reads from the upstream stage); ``list_inputs`` names slots that take a
-      list of stages (evaluation of several models).
+      list of stages (evaluation of several models); ``union_inputs`` names slots that take one
+      stage or a list (a student's ``source``: several sets learnt from as one union).
     * ``smoke``: config overrides that shrink the stage to seconds (``dfkd run --smoke``).
     """
 
@@ -54,6 +55,7 @@ class Stage:
     config_cls: ClassVar[type] = object
     inputs: ClassVar[dict[str, str]] = {}
     list_inputs: ClassVar[frozenset[str]] = frozenset()
+    union_inputs: ClassVar[frozenset[str]] = frozenset()
     required_inputs: ClassVar[frozenset[str]] = frozenset()
     smoke: ClassVar[dict[str, Any]] = {}
     #: config keys that do not change what a stage produces (where it runs, how fast)

@@ -21,13 +21,15 @@ class DistillStage(Stage):
     config_cls = DistillConfig
     inputs = {"teacher": "model", "source": "transfer_set"}
     required_inputs = frozenset({"teacher"})
+    union_inputs = frozenset({"source"})  # a list of sets: their union (``transfer:A,B``), shared equally
     smoke = {"steps": 6, "epochs": 0, "eval_every": 0, "latency_runs": 0, "checkpoint_every": 3, "log_every": 2}
 
     def input_fields(self, inputs: dict[str, Any], name: str) -> dict[str, Any]:
         fields = {"teacher": inputs["teacher"].artefact("model", name)}
-        source: StageOutput | None = inputs.get("source")
+        source: StageOutput | list[StageOutput] | None = inputs.get("source")
         if source is not None:
-            fields["source"] = f"transfer:{source.artefact('transfer_set', name)}"
+            sets = source if isinstance(source, list) else [source]
+            fields["source"] = "transfer:" + ",".join(s.artefact("transfer_set", name) for s in sets)
         return fields
 
     def build_config(self, config: dict[str, Any], inputs: dict[str, Any], name: str) -> DistillConfig:
