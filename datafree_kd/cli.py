@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn, Sequence
 
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     if overrides:
         args.overrides = overrides
+    if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun, rank 0 speaks for the job
+        sys.stdout = open(os.devnull, "w")
     try:
         return int(args.func(args) or 0)
     except DfkdError as exc:

@@ -26,6 +26,8 @@ from .data.info import DatasetInfo
 from .data.memory import ImageTensors
 from .data.augment import augment_batch, mixup_images
 from .distiller import Distiller, LoopSettings, StudentSlot
+from .distributed import SINGLE, Ranks, init_from_launcher
+from .distributed import summary as distributed_summary
 from .ensemble import TeacherEnsemble
 from .errors import ConfigError, DatasetError
 from .evaluation import evaluate_classifier, predict
@@ -395,14 +397,16 @@ def run_distillation(cfg: DistillConfig, out: str | Path, resume: bool = False) 
     cfg.validate()
     guard = (forbid_training_data(f"source {cfg.source!r} is data-free", roots=[cfg.data_root])
              if cfg.data_free else nullcontext())
-    with guard:
-        return _run(cfg, RunDir(out), resume)
-
-
-def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
-    run.write_config(cfg)
     set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    # under torchrun: one rank per process, each on its share of every global batch; rank 0 writes
+    ranks, device = init_from_launcher(resolve_device(cfg.device))
+    with guard:
+        results = _run(cfg, RunDir(out, writes=ranks.is_main), resume, ranks, device)
+    return ranks.from_main(results)
+
+
+def _run(cfg: DistillConfig, run: RunDir, resume: bool, ranks: Ranks, device: torch.device) -> dict[str, Any]:
+    run.write_config(cfg)
     generator = seed_everything(cfg.seed)
     byo_info = None
     if cfg.teacher_arch is not None:  # a bring-your-own state_dict needs the dataset's description
@@ -434,7 +438,7 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, crop, hflip, cfg.mixup, cfg.blur, cfg.brightness)
     if cfg.student_init == "teacher":
         _start_from_teacher(cfg, slots, teacher, source, settings, device)
-    distiller = Distiller(teacher, slots, source, settings, device)
+    distiller = Distiller(teacher, slots, source, settings, device, ranks)
     distiller.setup_objectives(info.shape)
     for slot in slots:
         slot.optimizer = build_optimizer(cfg.optimizer, slot.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -448,7 +452,7 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     schedule = LoopSchedule(steps, unit="step", log_every=cfg.log_every, eval_every=cfg.eval_every,
                             checkpoint_every=cfg.checkpoint_every, print_every=10 * cfg.log_every)
     loop = TrainingLoop(run, distiller.stateful(), generator, schedule, config_to_dict(cfg),
-                        lambda record: _progress_line(record, steps))
+                        lambda record: _progress_line(record, steps), ranks=ranks)
     if resume:
         loop.resume()
     history = loop.fit(lambda step: distiller.step(generator), evaluate if cfg.eval_every else None)
@@ -457,9 +461,11 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool) -> dict[str, Any]:
     augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup,
                     "blur": settings.blur, "brightness": settings.brightness}
     provenance = {**source.provenance(), "foreign_set": foreign}
+    if not ranks.is_main:  # rank 0 saves, evaluates and writes; the others receive its results
+        return {}
     # images: None for an online source, which has no fixed set of images
     return _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
-                   augmentation, source_size(source), provenance)
+                   augmentation, source_size(source), provenance, ranks)
 
 
 def _progress_line(record: dict[str, Any], steps: int) -> str:
@@ -488,7 +494,7 @@ def _accuracy(model: torch.nn.Module, data: ImageTensors, batch_size: int, devic
 
 
 def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprints, history, elapsed, steps,
-            augmentation, images, source_provenance):
+            augmentation, images, source_provenance, ranks=SINGLE):
     """Save each student with provenance, evaluate on the real test set (once) and on val where
     there is one (for model selection), write results.json.
 
@@ -534,6 +540,7 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "recipe": None if cfg.recipe in ("auto", "none") else cfg.recipe,
         "train_time_s": elapsed,
         "device": str(device),
+        **distributed_summary(ranks),
         "students": students,
         "history": history,
     }

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .data.augment import augment_batch, mixup_images
+from .distributed import SINGLE, Ranks, check_supported
 from .losses import DistillBatch, Objective
 from .models.features import FeatureExtractor
 from .sources import BatchSource
@@ -49,11 +50,12 @@ class LoopSettings:
 
 
 class _Tapped:
-    """Runs a model and returns (logits, features) whether or not any layer is tapped."""
+    """Runs a model (through ``forward``, its DDP wrapper, if given) and returns (logits,
+    features) whether or not any layer is tapped."""
 
-    def __init__(self, model: nn.Module, layers: list[str]) -> None:
-        self.model = model
-        self.extractor = FeatureExtractor(model, layers) if layers else None
+    def __init__(self, model: nn.Module, layers: list[str], forward: nn.Module | None = None) -> None:
+        self.model = forward if forward is not None else model
+        self.extractor = FeatureExtractor(model, layers, forward) if layers else None
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.extractor is None:
@@ -72,14 +74,21 @@ class Distiller:
     source: BatchSource
     settings: LoopSettings
     device: torch.device
+    #: under DDP each rank trains on its slice of the same global batch (see datafree_kd.distributed)
+    ranks: Ranks = SINGLE
     scaler: torch.amp.GradScaler = field(init=False)
 
     def __post_init__(self) -> None:
         amp = self.settings.amp and self.device.type == "cuda"
         self.amp = amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        if self.ranks.enabled:
+            for slot in self.students:
+                check_supported(slot.objective)
+            self.ranks.share(self.settings.batch_size)  # the global batch divides among the ranks
         self.teacher_tap = _Tapped(self.teacher, sorted({l for s in self.students for l in s.objective.teacher_layers}))
-        self.student_taps = [_Tapped(s.model, s.objective.student_layers) for s in self.students]
+        self.student_taps = [_Tapped(s.model, s.objective.student_layers, self.ranks.wrap(s.model, self.device))
+                             for s in self.students]
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
@@ -109,6 +118,9 @@ class Distiller:
         x = augment_batch(x, self.settings.crop_padding, self.settings.hflip, generator,
                           self.settings.blur, self.settings.brightness)
         x = mixup_images(x, self.settings.mixup, generator)
+        if self.ranks.enabled:  # every rank drew the same global batch; each trains on its share
+            mine = self.ranks.share(len(x))
+            x, labels = x[mine], (labels[mine] if labels is not None else None)
         with torch.no_grad(), self._autocast():
             t_logits, t_feats = self.teacher_tap(x)
         t_logits = t_logits.float()
@@ -124,6 +136,7 @@ class Distiller:
             slot.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(slot.optimizer)
+            self.ranks.average_gradients(slot.objective.student_parameters())  # DDP averaged the model's
             # measured every step (clipping at infinity when grad_clip is 0) so a NaN or Inf gradient
             # stops the run (loop.check_finite); under AMP an overflow is the scaler's to skip
             grad_norm = float(nn.utils.clip_grad_norm_(slot.parameters(), self.settings.grad_clip or math.inf))
@@ -135,7 +148,7 @@ class Distiller:
             values["lr"] = slot.scheduler.get_last_lr()[0]
             values["train_agreement"] = (s_logits.argmax(1) == t_logits.argmax(1)).float().mean().item()
             logs.update({f"{slot.name}/{k}": v for k, v in {**values, **adversary}.items()})
-        return logs
+        return self.ranks.mean(logs)
 
     def close(self) -> None:
         self.teacher_tap.remove()

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .distributed import SINGLE, Ranks
 from .errors import DivergenceError
 from .faults import crash_point
 from .rundir import RunDir
@@ -88,6 +89,7 @@ class TrainingLoop:
     config: dict[str, Any]
     describe: Callable[[dict[str, Any]], str]
     saved_defaults: dict[str, Any] = field(default_factory=dict)
+    ranks: Ranks = SINGLE
     history: list[dict[str, Any]] = field(default_factory=list)
     start: int = 0
     elapsed: float = 0.0
@@ -100,7 +102,8 @@ class TrainingLoop:
         check_same_config({**self.saved_defaults, **progress.get("config", {})}, self.config, self.run.state_path)
         unit = self.schedule.unit
         self.start, self.history, self.elapsed = progress[unit], list(progress["history"]), progress["elapsed_s"]
-        print(f"resuming from {unit} {self.start} of {self.schedule.total}")
+        if self.ranks.is_main:
+            print(f"resuming from {unit} {self.start} of {self.schedule.total}")
 
     def fit(self, train_unit: Callable[[int], dict[str, float]],
             evaluate: Callable[[], dict[str, float]] | None = None) -> list[dict[str, Any]]:
@@ -110,7 +113,8 @@ class TrainingLoop:
         window = WindowAverage()
         began = time.perf_counter()
         units = range(self.start, schedule.total)
-        for index in tqdm(units, initial=self.start, total=schedule.total, desc=schedule.unit + "s", disable=None):
+        for index in tqdm(units, initial=self.start, total=schedule.total, desc=schedule.unit + "s",
+                          disable=None if self.ranks.is_main else True):
             done = index + 1
             where = f"diverged at {schedule.unit} {done} (last good checkpoint kept)"
             try:
@@ -128,12 +132,14 @@ class TrainingLoop:
                 record["elapsed_s"] = self.elapsed + time.perf_counter() - began
                 self.history.append(record)
                 self.run.append_metrics(record)
-                if evaluated or schedule.due(schedule.print_every, done):
+                if self.ranks.is_main and (evaluated or schedule.due(schedule.print_every, done)):
                     print(self.describe(record), flush=True)
             if schedule.due(schedule.checkpoint_every, done):
                 progress = {schedule.unit: done, "history": self.history, "config": self.config,
                             "elapsed_s": self.elapsed + time.perf_counter() - began}
-                save_training_state(self.run.state_path, self.stateful, self.generator, progress)
+                if self.run.writes:
+                    save_training_state(self.run.state_path, self.stateful, self.generator, progress)
+                self.ranks.barrier()
                 crash_point("loop.checkpoint")
         self.elapsed += time.perf_counter() - began
         self.run.write_metrics_csv(self.history)

@@ -63,10 +63,14 @@ def check_out(path: str | os.PathLike, kind: str) -> None:
 
 
 class RunDir:
-    """One run's output directory; every ``dfkd`` subcommand writes through this."""
+    """One run's output directory; every ``dfkd`` subcommand writes through this.
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = make_out_dir(path)
+    ``writes=False``: a reader of the directory (a DDP rank other than 0 resumes from the files
+    rank 0 writes, and writes nothing itself)."""
+
+    def __init__(self, path: str | os.PathLike, writes: bool = True) -> None:
+        self.writes = writes
+        self.path = make_out_dir(path) if writes else Path(path)
 
     @property
     def config_path(self) -> Path:
@@ -89,22 +93,32 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def write_config(self, cfg: Any) -> None:
+        if not self.writes:
+            return
         save_yaml(self.config_path, cfg)
 
     def write_results(self, results: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         atomic_write_json(self.results_path, results)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
 
     def reset_metrics(self, records: list[dict[str, Any]]) -> None:
         """Start metrics.jsonl afresh (or from a resumed run's history), dropping stale lines."""
+        if not self.writes:
+            return
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         atomic_write_text(self.metrics_path, text)
 
     def write_metrics_csv(self, records: list[dict[str, Any]]) -> None:
         """metrics.csv beside metrics.jsonl, one column per figure, for spreadsheets and plots."""
+        if not self.writes:
+            return
         columns = sorted({key for record in records for key in record}, key=lambda k: (k != "step", k))
         lines = [",".join(columns)]
         lines += [",".join("" if r.get(c) is None else str(r[c]) for c in columns) for r in records]

@@ -3,10 +3,18 @@
 Runs entirely inside ``forbid_training_data()``. Each batch gets its own seed derived from the run
 seed and the batch index, and the synthesizer's fitted state is saved before generation starts,
 so an interrupted synthesis resumes by appending the missing batches, with the same images.
+
+The same seeds make a set divisible among jobs: ``shard="K/N"`` (0-based K; under ``torchrun``
+each rank takes ``RANK/WORLD_SIZE``) generates only the K-th contiguous range of batches into
+``OUT/shards/K-of-N``, after one fit shared through ``OUT/synthesizer.pt`` (the first job fits, the
+others wait for it and load it), and the last job to finish merges the parts, in order, into
+``OUT/transfer_set`` -- the very images, logits and shard files a single process writes.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +28,7 @@ from .data import forbid_training_data, load_dataset
 from .errors import ConfigError, DivergenceError
 from .faults import crash_point
 from .loop import check_finite
-from .io import atomic_torch_save
+from .io import atomic_torch_save, atomic_write_json, file_lock
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
 from .teacher import load_teacher
@@ -47,6 +55,9 @@ class SynthesizeConfig(RuntimeSettings):
     dtype: str = "uint8"
     shard_size: int = 5120
     preview: bool = True
+    #: ``K/N``: make only the K-th of N parts (0 <= K < N); "" (default): the whole set, or this
+    #: rank's part under torchrun
+    shard: str = ""
 
     def validate(self) -> None:
         if not self.teacher:
@@ -58,6 +69,8 @@ class SynthesizeConfig(RuntimeSettings):
             raise ConfigError("shard_size must be a multiple of batch_size (resume restarts at a shard boundary)")
         if self.dtype not in ("uint8", "float16"):
             raise ConfigError("dtype must be uint8 or float16")
+        if self.shard:
+            parse_shard(self.shard)
         from generators.base import check_preset
 
         check_preset(self.preset)
@@ -67,6 +80,37 @@ class SynthesizeConfig(RuntimeSettings):
             if getattr(SYNTHESIZERS.get(self.method), "online", False):
                 raise ConfigError(f"{self.method!r} is an online method: use it as "
                                   f"`dfkd distill --source online:{self.method}`")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: part 2 (0-based) of 4."""
+    index, sep, count = str(text).partition("/")
+    try:
+        k, n = int(index), int(count)
+    except ValueError:
+        k, n = -1, 0
+    if not sep or n < 1 or not 0 <= k < n:
+        raise ConfigError(f"shard must be K/N with 0 <= K < N (e.g. 0/4), got {text!r}")
+    return k, n
+
+
+def shard_of(cfg: SynthesizeConfig) -> tuple[int, int]:
+    """This job's part: the config's ``shard``, else this rank's under torchrun, else 0/1."""
+    if cfg.shard:
+        return parse_shard(cfg.shard)
+    from .distributed import launched_world_size
+
+    world = launched_world_size()
+    return (int(os.environ.get("RANK", 0)), world) if world > 1 else (0, 1)
+
+
+def batch_range(n: int, batch_size: int, k: int, parts: int) -> tuple[int, int, int]:
+    """``(first batch, end batch, images)`` of part ``k`` of ``parts``: contiguous batch ranges,
+    so parts merged in order are the single-process sequence of batches."""
+    batches = -(-n // batch_size)
+    first, end = k * batches // parts, (k + 1) * batches // parts
+    images = max(0, min(n, end * batch_size) - first * batch_size)
+    return first, end, images
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -146,36 +190,91 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         timings = {"fit_s": earlier.get("fit_time_s", 0.0), "generate_s": earlier.get("generate_time_s", 0.0),
                    "cpu_s": earlier.get("cpu_time_s", 0.0)}
     cpu_began = time.process_time()
-
-    if (set_path / "meta.json").exists():
-        transfer = TransferSet.open(set_path)
-        _check_resumable(transfer.meta, cfg, method, options, teacher.fingerprint, set_path)
-        print(f"resuming: {len(transfer)} of {cfg.n} images already written")
-    else:
-        run.write_config(cfg)
-        transfer = TransferSet.create(set_path, teacher.info, method, {**config, "resolved_options": options},
-                                      teacher.fingerprint, cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
-    fit_logs: dict[str, float] = {}
-    if state_path.exists():
-        synthesizer.load_state_dict(read_checkpoint(state_path))
-        synthesizer.to(device)
-    else:
-        began = time.perf_counter()
-        fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
-        check_finite(fit_logs, f"fitting {method}")
-        crash_point("synthesis.fitted")
-        timings["fit_s"] += time.perf_counter() - began
-        atomic_torch_save(synthesizer.state_dict(), state_path)
-        print(f"fitted {method} in {timings['fit_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
+    k, parts = shard_of(cfg)
+    part_path = run.path / "shards" / f"{k}-of-{parts}" if parts > 1 else run.path
+    first, end, count = batch_range(cfg.n, cfg.batch_size, k, parts)
+    part_cfg = {**config, "shard": "", "n": count}  # a part's meta describes its own images
+    transfer = _open_or_create(part_path / "transfer_set", cfg, method, options, teacher, part_cfg, run, count)
+    synthesizer, fit_logs, fit_s = _fitted(synthesizer, state_path, teacher, cfg, method, device)
+    timings["fit_s"] += fit_s
 
     if hasattr(synthesizer, "describe"):  # e.g. the diffusion prior's fingerprint and what it was trained on
         transfer.record("synthesizer_provenance", synthesizer.describe())
     began = time.perf_counter()
-    index = len(transfer) // cfg.batch_size
-    if len(transfer) < cfg.n and len(transfer) % cfg.batch_size:
-        raise ConfigError("the transfer set holds a partial batch; it was not written by this runner", set_path)
-    while len(transfer) + transfer.pending < cfg.n:
-        size = min(cfg.batch_size, cfg.n - len(transfer) - transfer.pending)
+    _generate(transfer, synthesizer, teacher, cfg, method, device, first, count)
+    timings["generate_s"] += time.perf_counter() - began
+    timings["cpu_s"] += time.process_time() - cpu_began
+    if parts > 1:
+        atomic_write_json(part_path / "part.json", {"shard": f"{k}/{parts}", "count": len(transfer),
+                                                    "fit_logs": fit_logs, **timings})
+        done = [run.path / "shards" / f"{i}-of-{parts}" for i in range(parts)]
+        if not cfg.shard:  # ranks of one torchrun job: rank 0 waits for the others and merges
+            if k != 0:
+                return {"kind": "synthesis-part", "shard": f"{k}/{parts}", "count": len(transfer),
+                        "path": str(part_path)}
+            while not all((p / "part.json").is_file() for p in done):
+                time.sleep(1.0)
+        with file_lock(run.path / "transfer_set"):  # else the last part to finish merges them all
+            if not all((p / "part.json").is_file() for p in done):
+                print(f"part {k}/{parts} done ({len(transfer)} images); the last part to finish merges")
+                return {"kind": "synthesis-part", "shard": f"{k}/{parts}", "count": len(transfer),
+                        "path": str(part_path)}
+            transfer, timings, fit_logs = _merge_parts(done, set_path, cfg, method, options, teacher, config)
+            if run.results_path.exists() and run.read_results().get("set_checksum") == transfer.checksum():
+                return run.read_results()  # merged by an earlier finisher
+    preview = transfer.write_preview() if cfg.preview else None
+    results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
+    from generators.default import distill_recipe
+
+    results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model),
+                    "parts": parts})
+    run.write_results(results)
+    return results
+
+
+def _open_or_create(path: Path, cfg: SynthesizeConfig, method: str, options: dict[str, Any], teacher: Any,
+                    config: dict[str, Any], run: RunDir, count: int) -> Any:
+    """The set (or part) to write into: resumed when it exists and was made the same way."""
+    from .transfer_set import TransferSet
+
+    if (path / "meta.json").exists():
+        transfer = TransferSet.open(path)
+        _check_resumable(transfer.meta, cfg, method, options, teacher.fingerprint, path)
+        print(f"resuming: {len(transfer)} of {count} images already written")
+        return transfer
+    if path.parent == run.path:
+        run.write_config(cfg)
+    return TransferSet.create(path, teacher.info, method, {**config, "resolved_options": options},
+                              teacher.fingerprint, cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
+
+
+def _fitted(synthesizer: Any, state_path: Path, teacher: Any, cfg: SynthesizeConfig, method: str,
+            device: torch.device) -> tuple[Any, dict[str, float], float]:
+    """Fit once per output directory: a saved fit is loaded (a resumed run, or another part's)."""
+    with file_lock(state_path):
+        if state_path.exists():
+            synthesizer.load_state_dict(read_checkpoint(state_path))
+            synthesizer.to(device)
+            return synthesizer, {}, 0.0
+        began = time.perf_counter()
+        fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
+        check_finite(fit_logs, f"fitting {method}")
+        crash_point("synthesis.fitted")
+        atomic_torch_save(synthesizer.state_dict(), state_path)
+        fit_s = time.perf_counter() - began
+        print(f"fitted {method} in {fit_s:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in fit_logs.items()))
+        return synthesizer, fit_logs, fit_s
+
+
+def _generate(transfer: Any, synthesizer: Any, teacher: Any, cfg: SynthesizeConfig, method: str,
+              device: torch.device, first: int, count: int) -> None:
+    """Append batches ``first, first + 1, ...`` (each from its own seed) until ``count`` images."""
+    if len(transfer) < count and len(transfer) % cfg.batch_size:
+        raise ConfigError("the transfer set holds a partial batch; it was not written by this runner", transfer.path)
+    index = first + len(transfer) // cfg.batch_size
+    began = time.perf_counter()
+    while len(transfer) + transfer.pending < count:
+        size = min(cfg.batch_size, count - len(transfer) - transfer.pending)
         generator = torch.Generator().manual_seed(batch_seed(cfg.seed, index))
         generated = synthesizer.generate(teacher.model, size, generator, device)
         if not torch.isfinite(generated).all():
@@ -186,17 +285,41 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         crash_point("synthesis.batch")
         index += 1
         written = len(transfer) + transfer.pending
-        print(f"{written}/{cfg.n} images ({time.perf_counter() - began:.0f}s)", flush=True)
+        print(f"{written}/{count} images ({time.perf_counter() - began:.0f}s)", flush=True)
     transfer.flush()
-    timings["generate_s"] += time.perf_counter() - began
-    timings["cpu_s"] += time.process_time() - cpu_began
-    preview = transfer.write_preview() if cfg.preview else None
-    results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
-    from generators.default import distill_recipe
 
-    results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model)})
-    run.write_results(results)
-    return results
+
+def _merge_parts(parts: list[Path], set_path: Path, cfg: SynthesizeConfig, method: str, options: dict[str, Any],
+                 teacher: Any, config: dict[str, Any]) -> tuple[Any, dict[str, float], dict[str, float]]:
+    """The parts' images and logits, in part order, into one set (rewritten from scratch, so a
+    merge interrupted half-way is simply redone); the parts' summed timings and the fit's logs."""
+    import shutil
+
+    from .transfer_set import TransferSet
+
+    records = [json.loads((p / "part.json").read_text()) for p in parts]
+    if set_path.exists():
+        shutil.rmtree(set_path)
+    merged = TransferSet.create(set_path, teacher.info, method, {**config, "shard": "", "resolved_options": options},
+                                teacher.fingerprint, cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
+    for part in parts:
+        piece = TransferSet.open(part / "transfer_set")
+        for index in range(len(piece.shard_counts())):
+            data = piece.read_shard(index)
+            merged.append(piece_images(piece, data), data.get("teacher_logits"), None)
+        if piece.meta.get("synthesizer_provenance") is not None:
+            merged.record("synthesizer_provenance", piece.meta["synthesizer_provenance"])
+    merged.flush()
+    timings = {key: sum(r[key] for r in records) for key in ("fit_s", "generate_s", "cpu_s")}
+    fit_logs = next((r["fit_logs"] for r in records if r["fit_logs"]), {})
+    print(f"merged {len(parts)} parts into {set_path} ({len(merged)} images)")
+    return merged, timings, fit_logs
+
+
+def piece_images(piece: Any, data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A stored shard's images as the [0, 1] floats ``append`` takes (exact for uint8 and fp16)."""
+    images = data["images"]
+    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
 
 
 def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, method: str, options: dict[str, Any],

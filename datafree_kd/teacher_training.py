@@ -33,6 +33,8 @@ from .checkpoint import ModelSpec, save_model
 from .config import config_to_dict
 from .data import load_dataset
 from .data.augment import augment_batch
+from .distributed import init_from_launcher
+from .distributed import summary as distributed_summary
 from .errors import ConfigError
 from .evaluation import evaluate_classifier, predict
 from .metrics import top1_accuracy
@@ -146,10 +148,11 @@ def recipe_layer(user: dict[str, Any]) -> dict[str, Any]:
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg.arch`` on ``cfg.dataset`` into run directory ``out``; return the results dict."""
     cfg.validate()
-    run = RunDir(out)
-    run.write_config(cfg)
     set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    # under torchrun every rank draws the same global batches and trains on its share (distributed.py)
+    ranks, device = init_from_launcher(resolve_device(cfg.device))
+    run = RunDir(out, writes=ranks.is_main)
+    run.write_config(cfg)
     generator = seed_everything(cfg.seed)
     train_set = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download)
     test_set = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download)
@@ -165,6 +168,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
     )
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     adversarial = cfg.adversarial_settings()
+    share = ranks.share(cfg.batch_size) if ranks.enabled else slice(None)
+    trained = ranks.wrap(model, device)  # the training forward; attacks run on the bare model
 
     def train_epoch(epoch: int) -> dict[str, float]:
         model.train()
@@ -172,11 +177,12 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         batches = train_set.batches(cfg.batch_size, shuffle=True, generator=generator, drop_last=True, device=device)
         for x, y in tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
             x = augment_batch(x, cfg.crop_padding, cfg.hflip, generator)
+            x, y = x[share], y[share]
             if adversarial["method"] == "none":
-                logits = model(x)
+                logits = trained(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             else:
-                loss, logits = adversarial_loss(model, x, y, adversarial, cfg.label_smoothing, generator)
+                loss, logits = adversarial_loss(model, x, y, adversarial, cfg.label_smoothing, generator, trained)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -184,19 +190,22 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-        return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": scheduler.get_last_lr()[0]}
+        figures = ranks.mean({"train_loss": loss_sum / seen, "train_accuracy": correct / seen})
+        return {**figures, "lr": scheduler.get_last_lr()[0]}
 
     def evaluate() -> dict[str, float]:
         model.eval()
         return {"test_accuracy": top1_accuracy(predict(model, test_set, cfg.eval_batch_size, device), test_set.labels)}
 
     schedule = LoopSchedule(cfg.epochs, unit="epoch", eval_every=cfg.eval_every)
-    loop = TrainingLoop(run, stateful, generator, schedule, config_to_dict(cfg), _epoch_line, _ADVERSARIAL_DEFAULTS)
+    loop = TrainingLoop(run, stateful, generator, schedule, config_to_dict(cfg), _epoch_line, _ADVERSARIAL_DEFAULTS,
+                        ranks=ranks)
     if resume:
         loop.resume()
     history = loop.fit(train_epoch, evaluate)
     elapsed = loop.elapsed
-
+    if not ranks.is_main:  # rank 0 saves, evaluates and writes; the others receive its results
+        return ranks.from_main(None)
     config = config_to_dict(cfg)
     fp = save_model(run.model_path, model, spec, info, config, extra={"history": history})
     results = evaluate_classifier(
@@ -213,29 +222,33 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
             "train_time_s": elapsed,
             "fingerprint": fp,
             "device": str(device),
+            **distributed_summary(ranks),
             "adversarial": adversarial,
             "history": history,
         }
     )
     run.write_results(results)
-    return results
+    return ranks.from_main(results)
 
 
 def adversarial_loss(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any], label_smoothing: float,
-    generator: torch.Generator,
+    generator: torch.Generator, forward: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's PGD (Madry) or TRADES training loss; returns (loss, logits the accuracy is read from).
 
     The attack runs in eval mode with parameters frozen (restored afterwards); random starts come
-    from the run's ``generator`` so a resumed run replays the same perturbations.
+    from the run's ``generator`` so a resumed run replays the same perturbations. ``forward``: the
+    module the training forward goes through (a DDP wrapper of ``model``; once per batch, as DDP
+    wants), the attack and any second forward use ``model`` itself.
     """
+    forward = forward if forward is not None else model
     eps, step_size, steps = settings["eps"], settings["step_size"], settings["steps"]
     if settings["method"] == "pgd":
         with ModelModeGuard(model, train=False, requires_grad=False):
             x_adv = pgd_maximize(lambda z: F.cross_entropy(model(z), y, reduction="sum"), x, eps, step_size, steps,
                                  generator=generator)
-        logits = model(x_adv)
+        logits = forward(x_adv)
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
     if settings["method"] == "trades":
         with ModelModeGuard(model, train=False, requires_grad=False):
@@ -246,7 +259,7 @@ def adversarial_loss(
                 lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_natural, reduction="sum"),
                 x, eps, step_size, steps, init=x + 0.001 * noise,
             )
-        logits = model(x)
+        logits = forward(x)
         robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
         natural = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         return natural + settings["beta"] * robust, logits

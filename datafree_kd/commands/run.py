@@ -19,6 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="run an experiment file (stages with cached results)")
     run.add_argument("experiment", help="experiment YAML (see configs/experiments/)")
     _common(run)
+    from .sweep import add_executor_arguments
+
+    add_executor_arguments(run)
     run.set_defaults(func=run_command)
     demo = subparsers.add_parser("demo", help="the whole data-free pipeline on Fashion-MNIST, in minutes")
     _common(demo)
@@ -41,10 +44,32 @@ def load_experiment(path: str, overrides: list[str]) -> ExperimentSpec:
 def run_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment, args.overrides)
     check_out(args.out, "experiment")
-    report = run_experiment(experiment, args.out, smoke=args.smoke, stages_dir=args.stages)
+    if getattr(args, "executor", "local") != "local":
+        report = _run_elsewhere(args, experiment)
+    else:
+        report = run_experiment(experiment, args.out, smoke=args.smoke, stages_dir=args.stages)
     print(summary_lines(report))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _run_elsewhere(args: argparse.Namespace, experiment: ExperimentSpec) -> dict[str, Any]:
+    """The whole experiment as one job of another executor (a Slurm job, a Ray task)."""
+    import json
+
+    from ..experiment.executor import EXECUTORS, Job
+    from ..experiment.runner import preflight
+    from .sweep import executor_options
+
+    if args.smoke:
+        raise ConfigError("--smoke runs here: drop --executor or --smoke")
+    preflight(experiment)
+    out = Path(args.out)
+    job = Job(experiment.name, experiment, out, Path(args.stages) if args.stages else out / "stages")
+    [result] = EXECUTORS.get(args.executor)([job], 1, None, executor_options(args, experiment))
+    if result.status == "failed":
+        raise ConfigError(f"the run failed under {args.executor} ({result.error}); see {out / 'log.txt'}")
+    return json.loads(job.report_path.read_text())
 
 
 def summary_lines(report: dict[str, Any]) -> str:

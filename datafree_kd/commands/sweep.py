@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ..errors import ConfigError
 from ..experiment.executor import EXECUTORS, JobResult
@@ -24,7 +27,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment YAML (see configs/experiments/)")
     parser.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds (default 0)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each on one torch thread (default 1)")
-    parser.add_argument("--executor", default="local", help=f"where runs execute ({', '.join(EXECUTORS.names())})")
+    add_executor_arguments(parser)
     parser.add_argument("--out", required=True, help="study directory (runs/, stages/, results.csv, summary.md, PNGs)")
     parser.add_argument("--stages", help="stage cache to share with other studies (default OUT/stages)")
     parser.set_defaults(overrides=[])
@@ -47,6 +50,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ablate.set_defaults(func=run_ablate_size)
 
 
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", default="local", help=f"where runs execute ({', '.join(EXECUTORS.names())})")
+    parser.add_argument("--executor-opt", dest="executor_opts", action="append", default=[], metavar="KEY=VALUE",
+                        help="an executor option (repeatable), over the experiment's `executor:` section")
+
+
+def executor_options(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+    """The chosen executor's options: the experiment's section, then ``--executor-opt`` on top."""
+    EXECUTORS.get(args.executor)
+    unknown = sorted(set(spec.executor) - set(EXECUTORS.names()))
+    if unknown:
+        raise ConfigError(f"executor section names unknown executor(s) {', '.join(unknown)}", spec.source or None)
+    options = dict(spec.executor.get(args.executor, {}))
+    for item in args.executor_opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--executor-opt {item!r}: expected KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 def _progress(result: JobResult, done: int, total: int) -> None:
     extra = f" ({result.seconds:.0f}s)" if result.seconds else ""
     error = f": {result.error}" if result.error else ""
@@ -59,6 +83,7 @@ def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     executor = EXECUTORS.get(args.executor)
+    options = executor_options(args, jobs[0].spec)
     for job in jobs:  # every run's stage configs are checked before the first run starts
         preflight(job.spec)
     check_out(args.out, "sweep")
@@ -68,7 +93,7 @@ def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, 
         for job in jobs:
             job.stages_dir = Path(args.stages)
     print(f"{len(jobs)} runs, {args.jobs} at a time, in {out / 'runs'} (shared stages: {jobs[0].stages_dir})")
-    results = executor(jobs, args.jobs, _progress)
+    results = executor(jobs, args.jobs, _progress, options)
     failed = [r for r in results if r.status == "failed"]
     rows = [report_row(r.job) for r in results if r.status != "failed"]
     if not rows:

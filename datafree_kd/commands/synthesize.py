@@ -19,6 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=int, help="number of images")
     s.add_argument("--batch-size", dest="batch_size", type=int)
     s.add_argument("--prior", help="--method diffusion: a diffusers pipeline directory or a `dfkd prior train` run")
+    s.add_argument("--shard", help="K/N: make only part K (0-based) of N into OUT/shards/; the last part "
+                   "to finish merges them into OUT's set (automatic per rank under torchrun)")
     s.add_argument("--seed", type=int)
     s.add_argument("--device")
     add_preset_argument(s)
@@ -27,13 +29,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device", "preset")
+    names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device", "preset", "shard")
     flags = {k: getattr(args, k) for k in names}
     if args.prior:
         flags["options"] = {"prior": args.prior}
     cfg = resolve_config(SynthesizeConfig, args, flags)
     check_out(args.out, "synthesis")
     results = run_synthesis(cfg, args.out)
+    if results["kind"] == "synthesis-part":
+        print(f"part {results['shard']}: {results['count']} images in {results['path']}; OUT's set is merged "
+              "when the last part finishes")
+        return 0
     print(format_table([(k, results[k]) for k in ("method", "count", "mean_teacher_confidence",
                                                   "class_balance_entropy_ratio", "fit_time_s", "generate_time_s")]))
     print(f"transfer set: {results['path']}")

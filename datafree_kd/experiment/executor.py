@@ -3,7 +3,8 @@ so a finished run is skipped wherever it ran.
 
 ``local`` runs each job as its own ``dfkd run`` process pinned to one torch thread, at most
 ``jobs`` at once (two torch processes of two threads each on two cores run many times slower
-than one thread each).
+than one thread each); ``submitit`` (Slurm) and ``ray`` run the same unit elsewhere
+(:mod:`.cluster`). An executor is ``(jobs, max_jobs, progress, options) -> [JobResult]``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import save_yaml
+from ..errors import ConfigError
 from ..registry import Registry
 from .spec import ExperimentSpec
 
@@ -60,15 +62,18 @@ class JobResult:
 
 
 EXECUTORS: Registry[Callable[..., list[JobResult]]] = Registry("executor")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run_one(job: Job) -> JobResult:
+def run_job(job: Job) -> JobResult:
+    """One run, wherever it executes: skipped when finished, else a ``dfkd run`` subprocess on
+    one torch thread with its log in the run directory."""
     if job.finished():
         return JobResult(job, "skipped")
     job.out.mkdir(parents=True, exist_ok=True)
     save_yaml(job.out / "experiment.yaml", job.spec.to_dict())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]),
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO_ROOT),
                                                    env.get("PYTHONPATH", "")] if p)
     began = time.perf_counter()
     with open(job.out / "log.txt", "w") as log:
@@ -81,13 +86,15 @@ def _run_one(job: Job) -> JobResult:
 
 
 @EXECUTORS.register("local")
-def run_local(jobs: list[Job], max_jobs: int = 1, progress: Callable[[JobResult, int, int], None] | None = None
-              ) -> list[JobResult]:
+def run_local(jobs: list[Job], max_jobs: int = 1, progress: Callable[[JobResult, int, int], None] | None = None,
+              options: dict[str, Any] | None = None) -> list[JobResult]:
     """Run ``jobs`` as local processes, ``max_jobs`` at a time, in the given order."""
+    if options:
+        raise ConfigError(f"the local executor takes no options, got {', '.join(sorted(options))}")
     results: list[JobResult] = []
 
     def one(job: Job) -> JobResult:
-        result = _run_one(job)
+        result = run_job(job)
         results.append(result)
         if progress is not None:
             progress(result, len(results), len(jobs))
@@ -96,3 +103,6 @@ def run_local(jobs: list[Job], max_jobs: int = 1, progress: Callable[[JobResult,
     with ThreadPoolExecutor(max_workers=max(1, max_jobs)) as pool:
         ordered = list(pool.map(one, jobs))
     return ordered
+
+
+from . import cluster  # noqa: E402,F401  (registers the submitit and ray executors)

@@ -15,18 +15,16 @@ config or inputs changed: that stage and everything downstream of it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..config import config_to_dict
 from ..errors import ConfigError, DfkdError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, file_lock
 from ..rundir import make_out_dir
 from ..stages import STAGES, Stage, StageOutput
 from .spec import ExperimentSpec, StageSpec
@@ -67,17 +65,10 @@ def _inputs(spec: StageSpec, done: dict[str, StageRecord]) -> dict[str, Any]:
             for slot, target in spec.inputs.items()}
 
 
-@contextmanager
-def stage_lock(path: Path) -> Iterator[None]:
+def stage_lock(path: Path):
     """Exclusive hold on one stage directory: sweep jobs sharing a stage cache wait for each other
     instead of running the same stage twice into one directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(path)
 
 
 def _config(experiment: ExperimentSpec, spec: StageSpec, stage: Stage, smoke: bool) -> dict[str, Any]:

@@ -47,13 +47,20 @@ class ExperimentSpec:
     stages: list[StageSpec]
     defaults: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    #: per executor, its options (``{"submitit": {"slurm_partition": "gpu"}}``); where runs
+    #: execute changes no result, so this is left out of ``to_dict`` and the digest
+    executor: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "") -> "ExperimentSpec":
-        unknown = sorted(set(data) - {"name", "description", "defaults", "stages"})
+        unknown = sorted(set(data) - {"name", "description", "defaults", "stages", "executor"})
         if unknown:
             raise ConfigError(f"unknown experiment key(s) {', '.join(unknown)}; known: defaults, description, "
-                              "name, stages", source or None)
+                              "executor, name, stages", source or None)
+        executor = data.get("executor") or {}
+        if not isinstance(executor, dict) or not all(isinstance(v, dict) for v in executor.values()):
+            raise ConfigError("executor: expected a mapping of executor name to its options, e.g. "
+                              "{submitit: {slurm_partition: gpu}}", source or None)
         raw = data.get("stages")
         if not isinstance(raw, list) or not raw:
             raise ConfigError("an experiment needs a non-empty list of stages", source or None)
@@ -70,7 +77,7 @@ class ExperimentSpec:
             stages.append(StageSpec(str(entry["name"]), str(entry["kind"]), dict(entry.get("inputs") or {}),
                                     dict(entry.get("config") or {}), dict(entry.get("smoke") or {})))
         spec = cls(str(data.get("name", Path(source).stem if source else "experiment")), stages,
-                   dict(data.get("defaults") or {}), source)
+                   dict(data.get("defaults") or {}), source, {str(k): dict(v) for k, v in executor.items()})
         spec.check()
         return spec
 

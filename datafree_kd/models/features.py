@@ -30,8 +30,9 @@ class FeatureExtractor(HookOwner):
     forward (e.g. a shared ReLU) reports its last output.
     """
 
-    def __init__(self, model: nn.Module, names: Iterable[str]) -> None:
+    def __init__(self, model: nn.Module, names: Iterable[str], forward: nn.Module | None = None) -> None:
         self.model = model
+        self.forward = forward if forward is not None else model  # e.g. a DDP wrapper of model
         self.names = list(names)
         modules = dict(model.named_modules())
         valid = feature_names(model)
@@ -56,7 +57,7 @@ class FeatureExtractor(HookOwner):
             raise RuntimeError("FeatureExtractor hooks were removed; create a new one")
         self._features = {}
         try:
-            logits = self.model(x)
+            logits = self.forward(x)
             features = {name: self._features[name] for name in self.names if name in self._features}
         finally:
             self._features = {}  # drop references so graphs are not kept alive between calls

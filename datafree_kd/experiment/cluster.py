@@ -1,0 +1,164 @@
+"""Executors on engines users already run: Slurm through submitit, and Ray.
+
+Each runs the same unit as the local executor (:func:`~.executor.run_job`: one ``dfkd run``
+process on one torch thread, writing ``OUT/runs/NAME``), so the run directories, ``results.csv``
+and the skipping of finished runs are the same whichever engine ran them. Neither library is
+imported unless its executor is chosen (``pip install -e ".[slurm]"`` / ``".[ray]"``).
+
+Options come from the experiment's ``executor:`` section and ``--executor-opt KEY=VALUE``:
+
+* ``submitit``: ``cluster`` (``slurm``; ``local`` runs the jobs as local processes through
+  submitit's own local executor; default: Slurm where ``sbatch`` exists, else local), ``folder``
+  (submitit's logs, default ``OUT/submitit``), ``array_parallelism`` (default ``--jobs``), and any
+  ``slurm_*`` parameter (``slurm_partition``, ``slurm_gres``...) plus ``timeout_min``,
+  ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``, passed to ``update_parameters``;
+* ``ray``: ``address`` (``auto`` joins a running cluster; default: start a local one),
+  ``num_cpus`` (per run, default 1), ``num_gpus`` (per run, default 0), ``local_cpus`` and
+  ``object_store_mb`` (the local instance's size, default 2 CPUs and 256 MB).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from .executor import EXECUTORS, Job, JobResult, REPO_ROOT, run_job
+
+Progress = Callable[[JobResult, int, int], None] | None
+
+
+def _import(module: str, extra: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ConfigError(f"--executor {module} needs the {module} package: pip install -e \".[{extra}]\"") from None
+
+
+def _split_finished(jobs: list[Job]) -> tuple[list[JobResult], list[Job]]:
+    """Finished runs are reported as skipped and never submitted."""
+    skipped = [JobResult(job, "skipped") for job in jobs if job.finished()]
+    return skipped, [job for job in jobs if not job.finished()]
+
+
+def _check_options(options: dict[str, Any], known: set[str], executor: str, prefixes: tuple[str, ...] = ()) -> None:
+    unknown = sorted(k for k in options if k not in known and not k.startswith(prefixes))
+    if unknown:
+        raise ConfigError(f"unknown {executor} executor option(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(known))}{''.join(f', {p}*' for p in prefixes)}")
+
+
+def _ordered(jobs: list[Job], results: dict[str, JobResult]) -> list[JobResult]:
+    return [results[job.name] for job in jobs]
+
+
+SUBMITIT_KEYS = {"cluster", "folder", "array_parallelism", "timeout_min", "cpus_per_task", "gpus_per_node",
+                 "mem_gb", "nodes", "tasks_per_node", "name"}
+
+
+@EXECUTORS.register("submitit")
+def run_submitit(jobs: list[Job], max_jobs: int = 1, progress: Progress = None,
+                 options: dict[str, Any] | None = None) -> list[JobResult]:
+    """Submit the unfinished runs as one Slurm job array (or submitit's local processes, at most
+    ``max_jobs`` at once) and wait for them."""
+    options = dict(options or {})
+    _check_options(options, SUBMITIT_KEYS, "submitit", ("slurm_",))
+    submitit = _import("submitit", "slurm")
+    cluster = options.pop("cluster", None) or ("slurm" if shutil.which("sbatch") else "local")
+    if cluster not in ("slurm", "local", "debug"):
+        raise ConfigError(f"submitit cluster must be slurm, local or debug, got {cluster!r}")
+    study = jobs[0].out.parent.parent if jobs else Path(".")
+    folder = Path(options.pop("folder", study / "submitit"))
+    parallelism = int(options.pop("array_parallelism", max_jobs))
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+    parameters = {"timeout_min": 60, "cpus_per_task": 1, "name": "dfkd", **options}
+    if cluster == "slurm":
+        parameters["slurm_array_parallelism"] = parallelism
+    executor.update_parameters(**parameters)
+    done, todo = _split_finished(jobs)
+    results = {r.job.name: r for r in done}
+    for result in done:
+        _report(progress, result, results, jobs)
+    if cluster == "slurm":
+        handles = executor.map_array(run_job, todo)  # one array; Slurm runs `parallelism` at once
+        for job, handle in zip(todo, handles):
+            results[job.name] = _collect(job, handle.result)
+            _report(progress, results[job.name], results, jobs)
+        return _ordered(jobs, results)
+    # local processes: at most `parallelism` at once, as the local executor would
+    waiting = list(todo)
+    running: list[tuple[Job, Any]] = []
+    while waiting or running:
+        while waiting and len(running) < max(1, parallelism):
+            job = waiting.pop(0)
+            running.append((job, executor.submit(run_job, job)))
+        finished = [(job, h) for job, h in running if h.done()]
+        for job, handle in finished:
+            running.remove((job, handle))
+            results[job.name] = _collect(job, handle.result)
+            _report(progress, results[job.name], results, jobs)
+        if not finished:
+            time.sleep(0.5)
+    return _ordered(jobs, results)
+
+
+def _collect(job: Job, result: Callable[[], JobResult]) -> JobResult:
+    """A run's result; an engine-level failure (killed, timed out) becomes a failed run."""
+    try:
+        return result()
+    except Exception as exc:  # noqa: BLE001 - the engine's error, whatever it is, is this run's failure
+        lines = str(exc).strip().splitlines()
+        return JobResult(job, "failed", 0.0, lines[-1] if lines else type(exc).__name__)
+
+
+def _report(progress: Progress, result: JobResult, results: dict[str, JobResult], jobs: list[Job]) -> None:
+    if progress is not None:
+        progress(result, len(results), len(jobs))
+
+
+RAY_KEYS = {"address", "num_cpus", "num_gpus", "local_cpus", "object_store_mb"}
+
+
+@EXECUTORS.register("ray")
+def run_ray(jobs: list[Job], max_jobs: int = 1, progress: Progress = None,
+            options: dict[str, Any] | None = None) -> list[JobResult]:
+    """Run the unfinished runs as Ray tasks (each asking for ``num_cpus``/``num_gpus``), at most
+    ``max_jobs`` in flight, on a running cluster (``address=auto``) or a local instance."""
+    options = dict(options or {})
+    _check_options(options, RAY_KEYS, "ray")
+    ray = _import("ray", "ray")
+    started = False
+    if not ray.is_initialized():
+        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+                            "OMP_NUM_THREADS": "1"}}
+        if options.get("address"):
+            ray.init(address=options["address"], runtime_env=env, log_to_driver=False)
+        else:  # Ray starts its workers at nice 15; here the runs are the work, not background chores
+            os.environ.setdefault("RAY_worker_niceness", "0")
+            ray.init(num_cpus=int(options.get("local_cpus", 2)), include_dashboard=False, log_to_driver=False,
+                     object_store_memory=int(options.get("object_store_mb", 256)) * 2**20, runtime_env=env)
+        started = True
+    try:
+        task = ray.remote(num_cpus=float(options.get("num_cpus", 1)), num_gpus=float(options.get("num_gpus", 0)),
+                          max_retries=0)(run_job)
+        done, todo = _split_finished(jobs)
+        results = {r.job.name: r for r in done}
+        for result in done:
+            _report(progress, result, results, jobs)
+        waiting, running = list(todo), {}
+        while waiting or running:
+            while waiting and len(running) < max(1, max_jobs):
+                job = waiting.pop(0)
+                running[task.remote(job)] = job
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                job = running.pop(ref)
+                results[job.name] = _collect(job, lambda: ray.get(ref))
+                _report(progress, results[job.name], results, jobs)
+        return _ordered(jobs, results)
+    finally:
+        if started:
+            ray.shutdown()
