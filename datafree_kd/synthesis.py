@@ -184,15 +184,15 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     set_path = run.path / "transfer_set"
     state_path = run.path / "synthesizer.pt"
     config = config_to_dict(cfg)
+    k, parts = shard_of(cfg)
     timings = {"fit_s": 0.0, "generate_s": 0.0, "cpu_s": 0.0}
-    if run.results_path.exists():  # a resumed run adds to the time already spent
+    if parts == 1 and run.results_path.exists():  # a resumed run adds to the time already spent
         earlier = run.read_results()
         timings = {"fit_s": earlier.get("fit_time_s", 0.0), "generate_s": earlier.get("generate_time_s", 0.0),
                    "cpu_s": earlier.get("cpu_time_s", 0.0)}
     cpu_began = time.process_time()
-    k, parts = shard_of(cfg)
     part_path = run.path / "shards" / f"{k}-of-{parts}" if parts > 1 else run.path
-    first, end, count = batch_range(cfg.n, cfg.batch_size, k, parts)
+    first, _, count = batch_range(cfg.n, cfg.batch_size, k, parts)
     part_cfg = {**config, "shard": "", "n": count}  # a part's meta describes its own images
     transfer = _open_or_create(part_path / "transfer_set", cfg, method, options, teacher, part_cfg, run, count)
     synthesizer, fit_logs, fit_s = _fitted(synthesizer, state_path, teacher, cfg, method, device)
@@ -219,9 +219,9 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
                 print(f"part {k}/{parts} done ({len(transfer)} images); the last part to finish merges")
                 return {"kind": "synthesis-part", "shard": f"{k}/{parts}", "count": len(transfer),
                         "path": str(part_path)}
+            if run.results_path.exists() and run.read_results().get("count") == cfg.n:
+                return run.read_results()  # merged already (a part run again after the merge)
             transfer, timings, fit_logs = _merge_parts(done, set_path, cfg, method, options, teacher, config)
-            if run.results_path.exists() and run.read_results().get("set_checksum") == transfer.checksum():
-                return run.read_results()  # merged by an earlier finisher
     preview = transfer.write_preview() if cfg.preview else None
     results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
     from generators.default import distill_recipe

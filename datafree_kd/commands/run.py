@@ -46,6 +46,8 @@ def run_command(args: argparse.Namespace) -> int:
     check_out(args.out, "experiment")
     if getattr(args, "executor", "local") != "local":
         report = _run_elsewhere(args, experiment)
+    elif getattr(args, "executor_opts", None):
+        raise ConfigError("--executor-opt needs --executor submitit or ray; here the run is in this process")
     else:
         report = run_experiment(experiment, args.out, smoke=args.smoke, stages_dir=args.stages)
     print(summary_lines(report))

@@ -38,10 +38,46 @@ def _import(module: str, extra: str) -> Any:
         raise ConfigError(f"--executor {module} needs the {module} package: pip install -e \".[{extra}]\"") from None
 
 
-def _split_finished(jobs: list[Job]) -> tuple[list[JobResult], list[Job]]:
-    """Finished runs are reported as skipped and never submitted."""
-    skipped = [JobResult(job, "skipped") for job in jobs if job.finished()]
-    return skipped, [job for job in jobs if not job.finished()]
+class _Tracker:
+    """The results of one submission, in arrival order for the progress line and in job order at
+    the end; finished runs are reported as skipped and never submitted."""
+
+    def __init__(self, jobs: list[Job], progress: Progress) -> None:
+        self.jobs, self.progress, self.results = jobs, progress, {}
+        finished = {job.name: job.finished() for job in jobs}
+        for job in jobs:
+            if finished[job.name]:
+                self._add(JobResult(job, "skipped"))
+        self.todo = [job for job in jobs if not finished[job.name]]
+
+    def record(self, job: Job, result: Callable[[], JobResult]) -> None:
+        """A run's result; an engine-level failure (killed, timed out) becomes a failed run."""
+        try:
+            outcome = result()
+        except Exception as exc:  # noqa: BLE001 - the engine's error, whatever it is, is this run's failure
+            lines = str(exc).strip().splitlines()
+            outcome = JobResult(job, "failed", 0.0, lines[-1] if lines else type(exc).__name__)
+        self._add(outcome)
+
+    def _add(self, result: JobResult) -> None:
+        self.results[result.job.name] = result
+        if self.progress is not None:
+            self.progress(result, len(self.results), len(self.jobs))
+
+    def ordered(self) -> list[JobResult]:
+        return [self.results[job.name] for job in self.jobs]
+
+
+def _throttled(tracker: _Tracker, limit: int, submit: Callable[[Job], Any],
+               wait_any: Callable[[list[Any]], list[Any]], result_of: Callable[[Any], JobResult]) -> None:
+    """At most ``limit`` runs in flight: submit, wait for any to end, record it, submit the next."""
+    waiting, running = list(tracker.todo), {}
+    while waiting or running:
+        while waiting and len(running) < max(1, limit):
+            job = waiting.pop(0)
+            running[submit(job)] = job
+        for handle in wait_any(list(running)):
+            tracker.record(running.pop(handle), lambda: result_of(handle))
 
 
 def _check_options(options: dict[str, Any], known: set[str], executor: str, prefixes: tuple[str, ...] = ()) -> None:
@@ -49,10 +85,6 @@ def _check_options(options: dict[str, Any], known: set[str], executor: str, pref
     if unknown:
         raise ConfigError(f"unknown {executor} executor option(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(known))}{''.join(f', {p}*' for p in prefixes)}")
-
-
-def _ordered(jobs: list[Job], results: dict[str, JobResult]) -> list[JobResult]:
-    return [results[job.name] for job in jobs]
 
 
 SUBMITIT_KEYS = {"cluster", "folder", "array_parallelism", "timeout_min", "cpus_per_task", "gpus_per_node",
@@ -78,45 +110,21 @@ def run_submitit(jobs: list[Job], max_jobs: int = 1, progress: Progress = None,
     if cluster == "slurm":
         parameters["slurm_array_parallelism"] = parallelism
     executor.update_parameters(**parameters)
-    done, todo = _split_finished(jobs)
-    results = {r.job.name: r for r in done}
-    for result in done:
-        _report(progress, result, results, jobs)
+    tracker = _Tracker(jobs, progress)
     if cluster == "slurm":
-        handles = executor.map_array(run_job, todo)  # one array; Slurm runs `parallelism` at once
-        for job, handle in zip(todo, handles):
-            results[job.name] = _collect(job, handle.result)
-            _report(progress, results[job.name], results, jobs)
-        return _ordered(jobs, results)
-    # local processes: at most `parallelism` at once, as the local executor would
-    waiting = list(todo)
-    running: list[tuple[Job, Any]] = []
-    while waiting or running:
-        while waiting and len(running) < max(1, parallelism):
-            job = waiting.pop(0)
-            running.append((job, executor.submit(run_job, job)))
-        finished = [(job, h) for job, h in running if h.done()]
-        for job, handle in finished:
-            running.remove((job, handle))
-            results[job.name] = _collect(job, handle.result)
-            _report(progress, results[job.name], results, jobs)
-        if not finished:
-            time.sleep(0.5)
-    return _ordered(jobs, results)
+        handles = executor.map_array(run_job, tracker.todo)  # one array; Slurm runs `parallelism` at once
+        for job, handle in zip(tracker.todo, handles):
+            tracker.record(job, handle.result)
+    else:  # local processes: at most `parallelism` at once, as the local executor would
 
+        def wait_any(handles: list[Any]) -> list[Any]:
+            while not any(h.done() for h in handles):
+                time.sleep(0.5)
+            return [h for h in handles if h.done()]
 
-def _collect(job: Job, result: Callable[[], JobResult]) -> JobResult:
-    """A run's result; an engine-level failure (killed, timed out) becomes a failed run."""
-    try:
-        return result()
-    except Exception as exc:  # noqa: BLE001 - the engine's error, whatever it is, is this run's failure
-        lines = str(exc).strip().splitlines()
-        return JobResult(job, "failed", 0.0, lines[-1] if lines else type(exc).__name__)
-
-
-def _report(progress: Progress, result: JobResult, results: dict[str, JobResult], jobs: list[Job]) -> None:
-    if progress is not None:
-        progress(result, len(results), len(jobs))
+        _throttled(tracker, parallelism, lambda job: executor.submit(run_job, job), wait_any,
+                   lambda handle: handle.result())
+    return tracker.ordered()
 
 
 RAY_KEYS = {"address", "num_cpus", "num_gpus", "local_cpus", "object_store_mb"}
@@ -144,21 +152,9 @@ def run_ray(jobs: list[Job], max_jobs: int = 1, progress: Progress = None,
     try:
         task = ray.remote(num_cpus=float(options.get("num_cpus", 1)), num_gpus=float(options.get("num_gpus", 0)),
                           max_retries=0)(run_job)
-        done, todo = _split_finished(jobs)
-        results = {r.job.name: r for r in done}
-        for result in done:
-            _report(progress, result, results, jobs)
-        waiting, running = list(todo), {}
-        while waiting or running:
-            while waiting and len(running) < max(1, max_jobs):
-                job = waiting.pop(0)
-                running[task.remote(job)] = job
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                job = running.pop(ref)
-                results[job.name] = _collect(job, lambda: ray.get(ref))
-                _report(progress, results[job.name], results, jobs)
-        return _ordered(jobs, results)
+        tracker = _Tracker(jobs, progress)
+        _throttled(tracker, max_jobs, task.remote, lambda refs: ray.wait(refs, num_returns=1)[0], ray.get)
+        return tracker.ordered()
     finally:
         if started:
             ray.shutdown()
