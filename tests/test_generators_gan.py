@@ -48,6 +48,11 @@ TINY: dict[str, dict] = {
     "fast": {"latent_dim": 16, "base_channels": 8, "fit_rounds": 1, "fit_batch_size": 8, "inner_steps": 1},
     "fast-online": {"latent_dim": 16, "base_channels": 8, "inner_steps": 1, "refresh_every": 1, "pool_size": 16},
     "diffusion": {"steps": 2, "unet_width": 8},
+    "cmi": {"iterations": 1, "fit_rounds": 1, "fit_batch_size": 8, "base_channels": 8, "latent_dim": 16, "head_dim": 8},
+    "cmi-online": {"iterations": 1, "base_channels": 8, "latent_dim": 16, "head_dim": 8, "refresh_every": 1,
+                   "pool_size": 16},
+    "nayer": {"g_steps": 1, "fit_rounds": 1, "fit_batch_size": 8, "base_channels": 8, "noise_dim": 16},
+    "nayer-online": {"g_steps": 1, "base_channels": 8, "noise_dim": 16, "refresh_every": 1, "pool_size": 16},
 }
 ONLINE_GANS = ["dafl-online", "dfad", "zskt"]
 

@@ -108,8 +108,8 @@ def test_teacher_training_resumes_exactly(toy, teacher_straight, fault, tmp_path
 SYNTH_KILLS = ["synthesis.fitted:1", "transfer.shard_written:2", "synthesis.batch:5", "io.before_replace:4"]
 
 
-def _synth_args(toy: dict, out: Path) -> list[str]:
-    return ["synthesize", "--teacher", str(toy["teacher"]), "--method", "dafl", "--n", "192", "--batch-size",
+def _synth_args(toy: dict, out: Path, method: str = "dafl") -> list[str]:
+    return ["synthesize", "--teacher", str(toy["teacher"]), "--method", method, "--n", "192", "--batch-size",
             "32", "--out", str(out), "shard_size=64", "preset=smoke", "preview=false", "device=cpu", "threads=1"]
 
 
@@ -132,6 +132,19 @@ def test_synthesis_resumes_to_the_same_images(toy, synth_straight, fault, tmp_pa
     assert torch.equal(a.load().images, b.load().images)
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (synth_straight, out))
     assert ra["class_counts"] == rb["class_counts"] and ra["set_checksum"] == rb["set_checksum"]
+
+
+@pytest.mark.parametrize("method", ["cmi", "nayer"])
+def test_round_based_synthesis_resumes_to_the_same_images(toy, method, tmp_path):
+    """CMI's bank and head optimiser and NAYER's body and BN history are part of the saved fit."""
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    assert _dfkd(_synth_args(toy, straight, method)).returncode == 0
+    killed = _dfkd(_synth_args(toy, out, method), "synthesis.batch:3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    finished = _dfkd(_synth_args(toy, out, method))
+    assert finished.returncode == 0, finished.stderr
+    a, b = TransferSet.open(straight / "transfer_set"), TransferSet.open(out / "transfer_set")
+    assert a.checksum() == b.checksum() and torch.equal(a.load().images, b.load().images)
 
 
 # ------------------------------------------------------------------------------ online distillation
