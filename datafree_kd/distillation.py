@@ -445,9 +445,16 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool, ranks: Ranks, device: to
         slot.scheduler = build_scheduler(slot.optimizer, cfg.schedule, steps, cfg.warmup_steps)
     print(f"objective: {slots[0].objective!r}; source: {source.description}; steps: {steps}")
 
+    # periodic figures: test as reported, val to size schedules by (where val stops rising)
+    periodic_val = _val_split(cfg, cfg.dataset or info.name) if cfg.eval_every and cfg.eval_val else None
+
     def evaluate() -> dict[str, float]:
-        return {f"{slot.name}/test_accuracy": _accuracy(slot.model, test_set, cfg.eval_batch_size, device)
-                for slot in slots}
+        figures = {}
+        for slot in slots:
+            figures[f"{slot.name}/test_accuracy"] = _accuracy(slot.model, test_set, cfg.eval_batch_size, device)
+            if periodic_val is not None:
+                figures[f"{slot.name}/val_accuracy"] = _accuracy(slot.model, periodic_val, cfg.eval_batch_size, device)
+        return figures
 
     schedule = LoopSchedule(steps, unit="step", log_every=cfg.log_every, eval_every=cfg.eval_every,
                             checkpoint_every=cfg.checkpoint_every, print_every=10 * cfg.log_every)
@@ -469,7 +476,7 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool, ranks: Ranks, device: to
 
 
 def _progress_line(record: dict[str, Any], steps: int) -> str:
-    shown = {k: v for k, v in record.items() if k.endswith(("/total", "/test_accuracy", "/train_agreement"))}
+    shown = {k: v for k, v in record.items() if k.endswith(("/total", "/test_accuracy", "/val_accuracy", "/train_agreement"))}
     figures = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
     return f"step {record['step']}/{steps}  {figures}  ({record['elapsed_s']:.0f}s)"
 

@@ -93,6 +93,7 @@ class TrainingLoop:
     history: list[dict[str, Any]] = field(default_factory=list)
     start: int = 0
     elapsed: float = 0.0
+    cpu: float = 0.0
 
     def resume(self) -> None:
         """Continue from ``last.pt`` when there is one (the caller asked for ``--resume``)."""
@@ -102,6 +103,7 @@ class TrainingLoop:
         check_same_config({**self.saved_defaults, **progress.get("config", {})}, self.config, self.run.state_path)
         unit = self.schedule.unit
         self.start, self.history, self.elapsed = progress[unit], list(progress["history"]), progress["elapsed_s"]
+        self.cpu = progress.get("cpu_s", 0.0)
         if self.ranks.is_main:
             print(f"resuming from {unit} {self.start} of {self.schedule.total}")
 
@@ -111,7 +113,7 @@ class TrainingLoop:
         schedule = self.schedule
         self.run.reset_metrics(self.history)
         window = WindowAverage()
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         units = range(self.start, schedule.total)
         for index in tqdm(units, initial=self.start, total=schedule.total, desc=schedule.unit + "s",
                           disable=None if self.ranks.is_main else True):
@@ -130,17 +132,20 @@ class TrainingLoop:
                 if evaluated:
                     record.update(evaluate())
                 record["elapsed_s"] = self.elapsed + time.perf_counter() - began
+                record["cpu_s"] = self.cpu + time.process_time() - cpu_began  # the process's, all threads
                 self.history.append(record)
                 self.run.append_metrics(record)
                 if self.ranks.is_main and (evaluated or schedule.due(schedule.print_every, done)):
                     print(self.describe(record), flush=True)
             if schedule.due(schedule.checkpoint_every, done):
                 progress = {schedule.unit: done, "history": self.history, "config": self.config,
-                            "elapsed_s": self.elapsed + time.perf_counter() - began}
+                            "elapsed_s": self.elapsed + time.perf_counter() - began,
+                            "cpu_s": self.cpu + time.process_time() - cpu_began}
                 if self.run.writes:
                     save_training_state(self.run.state_path, self.stateful, self.generator, progress)
                 self.ranks.barrier()
                 crash_point("loop.checkpoint")
         self.elapsed += time.perf_counter() - began
+        self.cpu += time.process_time() - cpu_began
         self.run.write_metrics_csv(self.history)
         return self.history

@@ -59,6 +59,10 @@ def test_kd_real_writes_contract_and_learns(toy_teacher, tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert {"student0/kd", "student0/ce", "student0/total", "student0/lr"} <= set(lines[0])
     assert any("student0/test_accuracy" in l for l in lines)
+    # periodic val figures (to size schedules by) and the process's CPU seconds, rising
+    assert lines[-1]["student0/val_accuracy"] == results["val_accuracy"]
+    cpu = [l["cpu_s"] for l in lines]
+    assert cpu == sorted(cpu) and cpu[0] > 0
     header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[0] == "step" and "student0/kd" in header
     student = load_model(tmp_path / "r" / "model.pt")
@@ -241,7 +245,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(toy_teacher, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     ma = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     mb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "elapsed_s"} for l in lines]  # noqa: E731
+    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k not in ("elapsed_s", "cpu_s")} for l in lines]  # noqa: E731
     assert strip(ma) == strip(mb)
 
 

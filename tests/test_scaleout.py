@@ -46,7 +46,7 @@ def _dfkd(args: list[str], ranks: int = 1, fault: str | None = None) -> subproce
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"}
+    return [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "cpu_s")}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 

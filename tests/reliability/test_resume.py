@@ -51,7 +51,7 @@ def _kill_resume_compare(args, straight: Path, fault: str, out: Path) -> tuple[d
 
 def _metrics(run: Path) -> list[dict]:
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "cpu_s")} for line in lines]
 
 
 def _same_model(a: Path, b: Path) -> bool:
