@@ -82,27 +82,10 @@ from torch import nn
 from datafree_kd.data.info import DatasetInfo
 from datafree_kd.errors import ConfigError
 
-from .base import MaterializingSynthesizer, OnlineSynthesizer, TeacherFn, register_synthesizer
-from .bn_hooks import (
-    BN_LAYER_SETS,
-    BatchNormStatsLoss,
-    NoBatchNormMatching,
-    Stats,
-    as_module,
-    batchnorm_layers,
-    bn_matching,
-    update_history,
-)
-from .deepinversion import (
-    ImagePool,
-    InversionResult,
-    add_image_priors,
-    PriorSettings,
-    _StudentHolder,
-    eval_mode,
-    jitter_flip,
-    make_targets,
-)
+from .base import TeacherFn, register_synthesizer
+from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, NoBatchNormMatching, as_module, bn_matching
+from .deepinversion import InversionResult, PriorSettings, add_image_priors, eval_mode, jitter_flip, make_targets
+from .rounds import BNHistory, RoundMaterializing, RoundOnline, apply_grads, reject_unknown
 from .networks import DCGANGenerator, sample_latent
 
 
@@ -160,18 +143,7 @@ def decision_adversarial_loss(teacher_logits: torch.Tensor, student_logits: torc
     return -(kl * mask).mean()
 
 
-def _pack(stats: Sequence[Stats]) -> torch.Tensor:
-    return torch.cat([t for pair in stats for t in pair]) if stats else torch.zeros(0)
-
-
-def _unpack(flat: torch.Tensor, sizes: Sequence[int]) -> list[Stats] | None:
-    if flat.numel() != 2 * sum(sizes):
-        return None
-    parts = list(torch.split(flat, [n for n in sizes for _ in (0, 1)]))
-    return [(parts[2 * i], parts[2 * i + 1]) for i in range(len(sizes))]
-
-
-class _FastCore(nn.Module):
+class _FastCore(BNHistory):
     """The meta generator, the BN-statistics history and one synthesis round, shared by the
     materialising and the online variant (mixed into both)."""
 
@@ -180,16 +152,12 @@ class _FastCore(nn.Module):
 
     def _build_core(self) -> None:
         self.generator = DCGANGenerator.for_info(self.info, self.settings.latent_dim, self.settings.base_channels)
-        self.register_buffer("bn_history", torch.zeros(0))
+        self._init_history()
         self.register_buffer("rounds", torch.zeros((), dtype=torch.long))
         self.last_result: InversionResult | None = None
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # the history's length depends on the teacher, so adopt the stored size before loading
-        key = prefix + "bn_history"
-        if key in state_dict:
-            self.bn_history = torch.zeros_like(state_dict[key], device=self.bn_history.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def begin_fit(self, generator: torch.Generator) -> None:
+        self.generator.reinitialise(generator)  # the run's seed alone fixes the initialisation
 
     def _objective(
         self,
@@ -220,7 +188,7 @@ class _FastCore(nn.Module):
         batch_size: int,
         generator: torch.Generator,
         students: Sequence[nn.Module] = (),
-        meta_update: bool = True,
+        update: bool = True,
         targets: torch.Tensor | None = None,
     ) -> InversionResult:
         """One Fast-DFKD round: adapt a clone of the meta generator (and fresh latents) for
@@ -243,39 +211,32 @@ class _FastCore(nn.Module):
         last_stats: list[Stats] | None = None
         with eval_mode(module, *competitors):
             layers = BN_LAYER_SETS[s.bn_layers]
-            past = None  # stays None on the first round, for another teacher, or without BN matching
-            if s.bn_weight > 0:
-                sizes = [int(m.running_mean.numel()) for _, m in batchnorm_layers(module, layers)]
-                past = _unpack(self.bn_history, sizes)
+            # None on the first round, for another teacher, or without BN matching
+            past = self.past_stats(module, layers) if s.bn_weight > 0 else None
             with bn_matching(
                 module, s.bn_weight, first_bn_multiplier=s.first_bn_multiplier,
                 momentum=s.bn_momentum if past is not None else 0.0, history=past, layer_types=layers,
             ) as bn:
                 for _ in range(s.inner_steps):
                     total, terms = self._objective(teacher, bn, fast(z), targets, competitors, generator)
-                    grads = torch.autograd.grad(total, params + [z])
-                    for p, g in zip(params + [z], grads):
-                        p.grad = g
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    apply_grads(total, params + [z], optimizer)
                     history.append({k: float(v.detach()) for k, v in terms.items()})
                     last_stats = bn.batch_stats() or None
                     bn.reset()
             with torch.no_grad():
                 images = fast(z).clamp(0.0, 1.0)
-        if meta_update:
+        if update:
             with torch.no_grad():
                 for p, q in zip(self.generator.parameters(), fast.parameters()):
                     p.add_(q.detach() - p, alpha=s.meta_lr)
-                if last_stats is not None and s.bn_momentum > 0:
-                    self.bn_history = _pack(update_history(past, last_stats, s.bn_momentum)).to(device)
+            self.push_stats(past, last_stats, s.bn_momentum)
             self.rounds += 1
         self.last_result = InversionResult(images.detach(), targets.detach(), history)
         return self.last_result
 
 
 @register_synthesizer("fast")
-class FastMeta(_StudentHolder, _FastCore, MaterializingSynthesizer):
+class FastMeta(_FastCore, RoundMaterializing):
     """Fast-DFKD as a materialising synthesizer: ``fit`` = ``fit_rounds`` meta rounds of
     ``fit_batch_size`` images; ``generate`` = one round from the (fitted) meta-initialisation.
 
@@ -296,52 +257,22 @@ class FastMeta(_StudentHolder, _FastCore, MaterializingSynthesizer):
         student: nn.Module | None = None,
         **options: Any,
     ) -> None:
-        MaterializingSynthesizer.__init__(self, info)
+        RoundMaterializing.__init__(self, info)
         self.settings, rest = split_fast_settings(options)
-        if rest:
-            raise TypeError(f"unexpected options for {type(self).__name__}: {', '.join(sorted(rest))}")
-        if fit_rounds < 0 or fit_batch_size < 1:
-            raise ConfigError(f"fit_rounds must be >= 0 and fit_batch_size >= 1, got {fit_rounds}, {fit_batch_size}")
-        self.fit_rounds, self.fit_batch_size, self.continual = int(fit_rounds), int(fit_batch_size), bool(continual)
+        reject_unknown(type(self), rest)
+        self._init_rounds(fit_rounds, fit_batch_size, continual, student)
         self._build_core()
-        self.set_student(student)
-
-    def _students(self) -> list[nn.Module]:
-        return [self.student] if self.student is not None else []
-
-    def fit(self, teacher: TeacherFn, generator: torch.Generator, device: torch.device) -> dict[str, float]:
-        self.generator.reinitialise(generator)  # the run's seed alone fixes the initialisation
-        self.to(device)
-        logs: dict[str, float] = {}
-        for _ in range(self.fit_rounds):
-            result = self.run_round(teacher, self.fit_batch_size, generator, self._students(), meta_update=True)
-            logs = result.summary()
-        return logs
-
-    def generate(
-        self,
-        teacher: TeacherFn,
-        batch_size: int,
-        generator: torch.Generator,
-        device: torch.device,
-        targets: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        self.to(device)
-        result = self.run_round(
-            teacher, batch_size, generator, self._students(), meta_update=self.continual, targets=targets
-        )
-        return result.images
 
     def extra_repr(self) -> str:
-        head = f"fit_rounds={self.fit_rounds}, fit_batch_size={self.fit_batch_size}, continual={self.continual}, "
-        return head + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
 
 
 @register_synthesizer("fast-online")
-class FastMetaOnline(_FastCore, OnlineSynthesizer):
+class FastMetaOnline(_FastCore, RoundOnline):
     """Fast-DFKD inside the Distiller's loop: a meta round against the current students every
     ``refresh_every`` steps (the first call included), its images pushed into a FIFO pool of
     ``pool_size`` that ``sample`` draws from. ``adv_weight`` defaults to 1.1 here (official).
+    Reptile interpolation and a fresh inner Adam per round: no optimiser state persists.
     """
 
     #: the official generator's width (64, doubled in its first block; ours defaults to 64 there)
@@ -349,43 +280,11 @@ class FastMetaOnline(_FastCore, OnlineSynthesizer):
     smoke_options = {"base_channels": 8}
 
     def __init__(self, info: DatasetInfo, refresh_every: int = 10, pool_size: int = 4096, **options: Any) -> None:
-        OnlineSynthesizer.__init__(self, info)
+        RoundOnline.__init__(self, info)
         self.settings, rest = split_fast_settings(options, adv_weight=1.1)
-        if rest:
-            raise TypeError(f"unexpected options for {type(self).__name__}: {', '.join(sorted(rest))}")
-        if refresh_every < 1:
-            raise ConfigError(f"refresh_every must be >= 1, got {refresh_every}")
-        self.refresh_every = int(refresh_every)
-        self.pool = ImagePool(pool_size)
-        self.steps = 0
+        reject_unknown(type(self), rest)
+        self._init_rounds(refresh_every, pool_size)
         self._build_core()
 
-    def setup(self, device: torch.device) -> None:
-        self.to(device)
-
-    def synthesizer_step(
-        self, teacher: TeacherFn, students: Sequence[nn.Module], batch_size: int, generator: torch.Generator
-    ) -> dict[str, float]:
-        logs: dict[str, float] = {}
-        if self.steps % self.refresh_every == 0:
-            result = self.run_round(teacher, batch_size, generator, students, meta_update=True)
-            self.pool.add(result.images)
-            logs = dict(result.history[-1])
-        self.steps += 1
-        return logs
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        return self.pool.sample(batch_size, generator).to(self.bn_history.device)
-
-    def training_state(self) -> dict[str, Any]:
-        # Reptile interpolation and a fresh inner Adam per round: no optimiser state persists.
-        return {"module": self.state_dict(), "steps": self.steps, "pool": self.pool.state_dict()}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict(state["module"])
-        self.steps = int(state["steps"])
-        self.pool.load_state_dict(state["pool"], self.bn_history.device)
-
     def extra_repr(self) -> str:
-        head = f"refresh_every={self.refresh_every}, pool_size={self.pool.capacity}, "
-        return head + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())

@@ -297,7 +297,7 @@ def fast_losses(teacher, meta_lr: float, rounds: int = 12) -> tuple[FastMeta, li
     synth.fit(teacher, g, CPU)  # zero rounds: the seeded initialisation only
     losses = []
     for _ in range(rounds):
-        result = synth.run_round(teacher, 32, g, meta_update=True)
+        result = synth.run_round(teacher, 32, g, update=True)
         assert result.images.shape == (32, *INFO.shape)
         losses.append(result.history[-1]["total"])  # loss at the last inner step
     return synth, losses
@@ -322,7 +322,7 @@ def test_fast_image_priors_are_logged_and_smooth_the_images(teacher):
     def tv_after(**priors: float) -> tuple[float, dict[str, float]]:
         synth = FastMeta(INFO, fit_rounds=0, inner_steps=8, lr_g=1e-2, **TINY_GEN, **priors)
         synth.fit(teacher, torch.Generator().manual_seed(0), CPU)
-        result = synth.run_round(teacher, 32, torch.Generator().manual_seed(1), meta_update=False)
+        result = synth.run_round(teacher, 32, torch.Generator().manual_seed(1), update=False)
         return image_prior_losses(result.images)[0].item(), result.history[-1]
 
     plain_tv, plain_log = tv_after()
