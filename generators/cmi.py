@@ -49,8 +49,8 @@ BatchNorm2d layers needs ``bn_weight=0`` and then the features come from the Con
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,68 +63,46 @@ from datafree_kd.hooks import HookOwner
 from .base import TeacherFn, register_synthesizer
 from .bn_hooks import BN_LAYER_SETS, as_module, bn_matching
 from .deepinversion import InversionResult, eval_mode
-from .fast import decision_adversarial_loss
 from .networks import DCGANGenerator, sample_latent
 from .rounds import (
     BestIterate,
     RoundMaterializing,
+    RoundMethod,
     RoundOnline,
+    RoundSettings,
     apply_grads,
+    inversion_terms,
     class_targets,
     draw_seed,
-    reject_unknown,
     resized_crop,
     shift_flip,
 )
 
 
 @dataclass
-class CMISettings:
-    """Hyperparameters of a CMI round (module docstring: sources)."""
+class CMISettings(RoundSettings):
+    """Hyperparameters of a CMI round (module docstring: sources); shared fields: RoundSettings."""
 
     iterations: int = 50
-    lr_g: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    ce_weight: float = 0.5
-    bn_weight: float = 1.0
-    adv_weight: float = 0.0
     cr_weight: float = 0.8
     cr_temperature: float = 0.1
     bank_size: int = 40960
     negatives: int = 4096
     head_dim: int = 128
-    shift: int = 4
     local_scale: tuple[float, float] = (0.25, 1.0)
-    flip: bool = True
-    targets: str = "balanced"
     latent_dim: int = 256
-    base_channels: int = 64
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        super().__post_init__()
         self.local_scale = (float(self.local_scale[0]), float(self.local_scale[1]))
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
-        if self.lr_g <= 0 or self.cr_temperature <= 0:
-            raise ConfigError(f"lr_g and cr_temperature must be > 0, got {self.lr_g}, {self.cr_temperature}")
-        for name in ("ce_weight", "bn_weight", "adv_weight", "cr_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.bank_size < 1 or self.negatives < 0 or self.head_dim < 1 or self.shift < 0:
-            raise ConfigError("bank_size and head_dim must be >= 1, negatives and shift >= 0")
+        if self.cr_temperature <= 0 or self.cr_weight < 0:
+            raise ConfigError(f"need cr_temperature > 0 and cr_weight >= 0, got {self.cr_temperature}, {self.cr_weight}")
+        if self.bank_size < 1 or self.negatives < 0 or self.head_dim < 1:
+            raise ConfigError("bank_size and head_dim must be >= 1, negatives >= 0")
         if not 0 < self.local_scale[0] <= self.local_scale[1] <= 1:
             raise ConfigError(f"local_scale must satisfy 0 < low <= high <= 1, got {self.local_scale}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"], d["local_scale"] = list(self.betas), list(self.local_scale)
-        return d
-
-
-def split_cmi_settings(options: Mapping[str, Any], **defaults: Any) -> tuple[CMISettings, dict[str, Any]]:
-    names = {f.name for f in fields(CMISettings)}
-    merged = {**defaults, **options}
-    return CMISettings(**{k: v for k, v in merged.items() if k in names}), {k: v for k, v in merged.items() if k not in names}
 
 
 class InstanceFeatures(HookOwner):
@@ -196,11 +174,12 @@ def contrastive_loss(local: torch.Tensor, global_: torch.Tensor, batch: int, tem
     return per_row.mean()
 
 
-class _CMICore(nn.Module):
+class _CMICore(RoundMethod):
     """Generator, memory bank, projection head and one CMI round (mixed into both shells)."""
 
     settings: CMISettings
     info: DatasetInfo
+    settings_from = CMISettings.split
 
     def _build_core(self) -> None:
         s = self.settings
@@ -288,15 +267,7 @@ class _CMICore(nn.Module):
                 local_view = resized_crop(x, s.local_scale, s.flip, generator)
                 t_logits = module(global_view)
                 f_global = feats.take()
-                terms = {"ce": F.cross_entropy(t_logits.float(), targets)}
-                total = s.ce_weight * terms["ce"]
-                if s.bn_weight > 0:
-                    terms["bn"] = bn.loss()
-                    total = total + s.bn_weight * terms["bn"]
-                if competitors:
-                    terms["adv"] = torch.stack(
-                        [decision_adversarial_loss(t_logits, st(global_view)) for st in competitors]).mean()
-                    total = total + s.adv_weight * terms["adv"]
+                total, terms = inversion_terms(s, t_logits, targets, bn, competitors, global_view)
                 module(local_view)
                 f_local = feats.take()
                 bn.reset()
@@ -320,39 +291,22 @@ class _CMICore(nn.Module):
 
 @register_synthesizer("cmi")
 class ContrastiveModelInversion(_CMICore, RoundMaterializing):
-    """CMI as a materialising synthesizer. Options: the fields of :class:`CMISettings` plus
-    ``fit_rounds`` (8), ``fit_batch_size`` (128) and ``continual`` (False)."""
+    """CMI as a materialising synthesizer. Options: the fields of :class:`CMISettings` plus the
+    shell's (:class:`~generators.rounds.RoundMaterializing`; ``fit_rounds`` 8)."""
 
     #: official CIFAR script: 200 generator steps per round, batch 256 (``fit_batch_size``)
     paper_options = {"iterations": 200, "fit_batch_size": 256}
     smoke_options = {"iterations": 1, "fit_rounds": 1, "fit_batch_size": 16, "base_channels": 8, "head_dim": 8}
-
-    def __init__(self, info: DatasetInfo, fit_rounds: int = 8, fit_batch_size: int = 128, continual: bool = False,
-                 student: nn.Module | None = None, **options: Any) -> None:
-        RoundMaterializing.__init__(self, info)
-        self.settings, rest = split_cmi_settings(options)
-        reject_unknown(type(self), rest)
-        self._init_rounds(fit_rounds, fit_batch_size, continual, student)
-        self._build_core()
-
-    def extra_repr(self) -> str:
-        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+    default_fit_rounds = 8
 
 
 @register_synthesizer("cmi-online")
 class ContrastiveModelInversionOnline(_CMICore, RoundOnline):
     """CMI inside the Distiller's loop: a round against the live students every ``refresh_every``
-    steps into a FIFO pool; ``adv_weight`` 0.5 (official ``adv_cmi``)."""
+    (50) steps into a FIFO pool (20,000); ``adv_weight`` 0.5 (official ``adv_cmi``)."""
 
     paper_options = {"iterations": 200}
     smoke_options = {"iterations": 1, "base_channels": 8, "head_dim": 8}
-
-    def __init__(self, info: DatasetInfo, refresh_every: int = 50, pool_size: int = 20000, **options: Any) -> None:
-        RoundOnline.__init__(self, info)
-        self.settings, rest = split_cmi_settings(options, adv_weight=0.5)
-        reject_unknown(type(self), rest)
-        self._init_rounds(refresh_every, pool_size)
-        self._build_core()
-
-    def extra_repr(self) -> str:
-        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+    online_defaults = {"adv_weight": 0.5}
+    default_refresh_every = 50
+    default_pool_size = 20000

@@ -85,7 +85,7 @@ from datafree_kd.errors import ConfigError
 from .base import TeacherFn, register_synthesizer
 from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, NoBatchNormMatching, as_module, bn_matching
 from .deepinversion import InversionResult, PriorSettings, add_image_priors, eval_mode, jitter_flip, make_targets
-from .rounds import BNHistory, RoundMaterializing, RoundOnline, apply_grads, reject_unknown
+from .rounds import BNHistory, RoundMaterializing, RoundMethod, RoundOnline, apply_grads
 from .networks import DCGANGenerator, sample_latent
 
 
@@ -143,12 +143,13 @@ def decision_adversarial_loss(teacher_logits: torch.Tensor, student_logits: torc
     return -(kl * mask).mean()
 
 
-class _FastCore(BNHistory):
+class _FastCore(BNHistory, RoundMethod):
     """The meta generator, the BN-statistics history and one synthesis round, shared by the
     materialising and the online variant (mixed into both)."""
 
     settings: FastSettings
     info: DatasetInfo
+    settings_from = staticmethod(split_fast_settings)
 
     def _build_core(self) -> None:
         self.generator = DCGANGenerator.for_info(self.info, self.settings.latent_dim, self.settings.base_channels)
@@ -237,54 +238,22 @@ class _FastCore(BNHistory):
 
 @register_synthesizer("fast")
 class FastMeta(_FastCore, RoundMaterializing):
-    """Fast-DFKD as a materialising synthesizer: ``fit`` = ``fit_rounds`` meta rounds of
+    """Fast-DFKD as a materialising synthesizer: ``fit`` = ``fit_rounds`` (50) meta rounds of
     ``fit_batch_size`` images; ``generate`` = one round from the (fitted) meta-initialisation.
-
-    Options: the fields of :class:`FastSettings` plus ``fit_rounds`` (default 50),
-    ``fit_batch_size`` (128) and ``continual`` (False; see the module docstring).
-    """
+    Options: the fields of :class:`FastSettings` plus the shell's (:class:`RoundMaterializing`)."""
 
     #: the official generator's width (64, doubled in its first block; ours defaults to 64 there)
     paper_options = {"base_channels": 128}
     smoke_options = {"fit_rounds": 1, "fit_batch_size": 16, "base_channels": 8}
 
-    def __init__(
-        self,
-        info: DatasetInfo,
-        fit_rounds: int = 50,
-        fit_batch_size: int = 128,
-        continual: bool = False,
-        student: nn.Module | None = None,
-        **options: Any,
-    ) -> None:
-        RoundMaterializing.__init__(self, info)
-        self.settings, rest = split_fast_settings(options)
-        reject_unknown(type(self), rest)
-        self._init_rounds(fit_rounds, fit_batch_size, continual, student)
-        self._build_core()
-
-    def extra_repr(self) -> str:
-        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
-
 
 @register_synthesizer("fast-online")
 class FastMetaOnline(_FastCore, RoundOnline):
     """Fast-DFKD inside the Distiller's loop: a meta round against the current students every
-    ``refresh_every`` steps (the first call included), its images pushed into a FIFO pool of
-    ``pool_size`` that ``sample`` draws from. ``adv_weight`` defaults to 1.1 here (official).
-    Reptile interpolation and a fresh inner Adam per round: no optimiser state persists.
+    ``refresh_every`` (10) steps into a FIFO pool of ``pool_size`` (4096); ``adv_weight`` 1.1
+    (official). Reptile interpolation and a fresh inner Adam per round: no optimiser state persists.
     """
 
-    #: the official generator's width (64, doubled in its first block; ours defaults to 64 there)
     paper_options = {"base_channels": 128}
     smoke_options = {"base_channels": 8}
-
-    def __init__(self, info: DatasetInfo, refresh_every: int = 10, pool_size: int = 4096, **options: Any) -> None:
-        RoundOnline.__init__(self, info)
-        self.settings, rest = split_fast_settings(options, adv_weight=1.1)
-        reject_unknown(type(self), rest)
-        self._init_rounds(refresh_every, pool_size)
-        self._build_core()
-
-    def extra_repr(self) -> str:
-        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+    online_defaults = {"adv_weight": 1.1}

@@ -75,17 +75,18 @@ from datafree_kd.errors import ConfigError
 from .base import TeacherFn, register_synthesizer
 from .bn_hooks import BN_LAYER_SETS, as_module, bn_matching
 from .deepinversion import InversionResult, eval_mode
-from .fast import decision_adversarial_loss
 from .networks import DCGANGenerator
 from .rounds import (
     BestIterate,
     BNHistory,
     RoundMaterializing,
+    RoundMethod,
     RoundOnline,
+    RoundSettings,
     apply_grads,
+    inversion_terms,
     class_targets,
     draw_seed,
-    reject_unknown,
     shift_flip,
 )
 
@@ -93,54 +94,33 @@ EMBEDDING_SEED = 20240617  # fixed: the fallback codes are the same for every ru
 
 
 @dataclass
-class NayerSettings:
-    """Hyperparameters of a NAYER round (module docstring: sources)."""
+class NayerSettings(RoundSettings):
+    """Hyperparameters of a NAYER round (module docstring: sources); shared fields: RoundSettings."""
 
     g_steps: int = 10
     lr_g: float = 4e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    ce_weight: float = 0.5
     bn_weight: float = 10.0
     bn_momentum: float = 0.9
     bn_layers: str = "2d"
-    adv_weight: float = 0.0
     warmup: int = 20
     g_life: int = 0
-    shift: int = 4
-    flip: bool = True
-    targets: str = "balanced"
     noise_dim: int = 1000
-    base_channels: int = 64
     label_embedding: str = "random"
     embedding_dim: int = 512
     prompt: str = "an image of {}"
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if self.g_steps < 1 or self.lr_g <= 0:
-            raise ConfigError(f"g_steps must be >= 1 and lr_g > 0, got {self.g_steps}, {self.lr_g}")
+        super().__post_init__()
+        if self.g_steps < 1:
+            raise ConfigError(f"g_steps must be >= 1, got {self.g_steps}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ConfigError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
         if self.bn_layers not in BN_LAYER_SETS:
             raise ConfigError(f"bn_layers must be one of {tuple(BN_LAYER_SETS)}, got {self.bn_layers!r}")
-        for name in ("ce_weight", "bn_weight", "adv_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.warmup < 0 or self.g_life < 0 or self.shift < 0 or self.noise_dim < 1 or self.embedding_dim < 1:
-            raise ConfigError("need warmup >= 0, g_life >= 0, shift >= 0, noise_dim >= 1, embedding_dim >= 1")
+        if self.warmup < 0 or self.g_life < 0 or self.noise_dim < 1 or self.embedding_dim < 1:
+            raise ConfigError("need warmup >= 0, g_life >= 0, noise_dim >= 1, embedding_dim >= 1")
         if "{}" not in self.prompt:
             raise ConfigError(f"prompt must contain '{{}}' where the class name goes, got {self.prompt!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-
-def split_nayer_settings(options: Mapping[str, Any], **defaults: Any) -> tuple[NayerSettings, dict[str, Any]]:
-    names = {f.name for f in fields(NayerSettings)}
-    merged = {**defaults, **options}
-    return NayerSettings(**{k: v for k, v in merged.items() if k in names}), {k: v for k, v in merged.items() if k not in names}
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,11 +218,12 @@ class NoisyLayerGenerator(nn.Module):
         self.body.reinitialise(torch.Generator().manual_seed(seed))
 
 
-class _NayerCore(BNHistory):
+class _NayerCore(BNHistory, RoundMethod):
     """Generator, BN history and one NAYER round (mixed into both shells)."""
 
     settings: NayerSettings
     info: DatasetInfo
+    settings_from = NayerSettings.split
 
     def _build_core(self) -> None:
         s = self.settings
@@ -294,15 +275,7 @@ class _NayerCore(BNHistory):
                 x = gen(targets, weight, bias)
                 x_aug = shift_flip(x, s.shift, s.flip, generator)
                 t_logits = module(x_aug)
-                terms = {"ce": F.cross_entropy(t_logits.float(), targets)}
-                total = s.ce_weight * terms["ce"]
-                if s.bn_weight > 0:
-                    terms["bn"] = bn.loss()
-                    total = total + s.bn_weight * terms["bn"]
-                if competitors:
-                    terms["adv"] = torch.stack(
-                        [decision_adversarial_loss(t_logits, st(x_aug)) for st in competitors]).mean()
-                    total = total + s.adv_weight * terms["adv"]
+                total, terms = inversion_terms(s, t_logits, targets, bn, competitors, x_aug)
                 terms["total"] = total
                 best.offer(total, x)
                 last_stats = bn.batch_stats() or None
@@ -319,39 +292,24 @@ class _NayerCore(BNHistory):
 
 @register_synthesizer("nayer")
 class NoisyLayerGeneration(_NayerCore, RoundMaterializing):
-    """NAYER as a materialising synthesizer. Options: the fields of :class:`NayerSettings` plus
-    ``fit_rounds`` (20), ``fit_batch_size`` (128) and ``continual`` (False)."""
+    """NAYER as a materialising synthesizer. Options: the fields of :class:`NayerSettings` plus the
+    shell's (:class:`~generators.rounds.RoundMaterializing`; ``fit_rounds`` 20)."""
 
-    #: official CIFAR-10 script: 30 generator steps per round (CIFAR-100: 40), batch 400
+    #: official CIFAR-10 script: 30 generator steps per round (CIFAR-100: 40), batch 400, and a
+    #: warm-up of 20 epochs x 10 rounds
     paper_options = {"g_steps": 30, "fit_batch_size": 400, "fit_rounds": 200}
     smoke_options = {"g_steps": 1, "fit_rounds": 1, "fit_batch_size": 16, "base_channels": 8, "noise_dim": 16}
-
-    def __init__(self, info: DatasetInfo, fit_rounds: int = 20, fit_batch_size: int = 128, continual: bool = False,
-                 student: nn.Module | None = None, **options: Any) -> None:
-        RoundMaterializing.__init__(self, info)
-        self.settings, rest = split_nayer_settings(options)
-        reject_unknown(type(self), rest)
-        self._init_rounds(fit_rounds, fit_batch_size, continual, student)
-        self._build_core()
-
-    def extra_repr(self) -> str:
-        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+    default_fit_rounds = 20
 
 
 @register_synthesizer("nayer-online")
 class NoisyLayerGenerationOnline(_NayerCore, RoundOnline):
     """NAYER inside the Distiller's loop: a round against the live students every
-    ``refresh_every`` steps into a FIFO pool; ``adv_weight`` 1.33 (official)."""
+    ``refresh_every`` (50) steps into a FIFO pool (20,000); ``adv_weight`` 1.33 (official), a new
+    body every 20 rounds."""
 
     paper_options = {"g_steps": 30}
     smoke_options = {"g_steps": 1, "base_channels": 8, "noise_dim": 16}
-
-    def __init__(self, info: DatasetInfo, refresh_every: int = 50, pool_size: int = 20000, **options: Any) -> None:
-        RoundOnline.__init__(self, info)
-        self.settings, rest = split_nayer_settings(options, adv_weight=1.33, g_life=20)
-        reject_unknown(type(self), rest)
-        self._init_rounds(refresh_every, pool_size)
-        self._build_core()
-
-    def extra_repr(self) -> str:
-        return self._shell_repr() + ", " + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+    online_defaults = {"adv_weight": 1.33, "g_life": 20}
+    default_refresh_every = 50
+    default_pool_size = 20000

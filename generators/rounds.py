@@ -6,6 +6,8 @@ steps against the frozen teacher, and returns the batch; between rounds they car
 meta-initialisation, a memory bank, a persistent generator, BatchNorm-statistics history).
 What differs is the round (``run_round``); what is the same lives here, once:
 
+* :class:`RoundMethod` -- what a method provides (settings, its state, ``begin_fit``, the round);
+  the shells below build and drive it.
 * :class:`RoundMaterializing` -- ``fit`` runs ``fit_rounds`` rounds that update the state; each
   ``generate`` call is one round from the fitted state *without* updating it
   (``continual=False``), so every batch is a function of the fit and its own seed, which the
@@ -25,7 +27,8 @@ What differs is the round (``run_round``); what is the same lives here, once:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +95,51 @@ def resized_crop(
 
 
 # --------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundSettings:
+    """Fields CMI and NAYER share: the generator's Adam, the class / BN / adversarial weights,
+    the per-example shift-and-flip view, the targets and the generator width."""
+
+    lr_g: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    ce_weight: float = 0.5
+    bn_weight: float = 1.0
+    adv_weight: float = 0.0
+    shift: int = 4
+    flip: bool = True
+    targets: str = "balanced"
+    base_channels: int = 64
+
+    def __post_init__(self) -> None:
+        from .deepinversion import TARGET_MODES
+
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.lr_g <= 0:
+            raise ConfigError(f"lr_g must be > 0, got {self.lr_g}")
+        for name in ("ce_weight", "bn_weight", "adv_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.shift < 0:
+            raise ConfigError(f"shift must be >= 0, got {self.shift}")
+        if self.targets not in TARGET_MODES:
+            raise ConfigError(f"targets must be one of {TARGET_MODES}, got {self.targets!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def split(cls, options: Mapping[str, Any], **defaults: Any) -> tuple[Any, dict[str, Any]]:
+        """(settings from the keys that are fields, the rest); ``options`` win over ``defaults``."""
+        names = {f.name for f in fields(cls)}
+        merged = {**defaults, **options}
+        return cls(**{k: v for k, v in merged.items() if k in names}), {k: v for k, v in merged.items() if k not in names}
+
+
+# --------------------------------------------------------------------------------------------
 # round pieces
 # --------------------------------------------------------------------------------------------
 
@@ -151,6 +199,24 @@ def apply_grads(total: torch.Tensor, params: Sequence[torch.Tensor], *optimizers
         optimizer.zero_grad(set_to_none=True)
 
 
+def inversion_terms(settings: "RoundSettings", teacher_logits: torch.Tensor, targets: torch.Tensor, bn: Any,
+                    competitors: Sequence[nn.Module], view: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CMI's and NAYER's shared inversion loss: class CE, BN statistics (of the forward that made
+    ``teacher_logits``) and the decision-adversarial term against ``competitors`` on ``view``."""
+    from .fast import decision_adversarial_loss
+
+    s = settings
+    terms = {"ce": F.cross_entropy(teacher_logits.float(), targets)}
+    total = s.ce_weight * terms["ce"]
+    if s.bn_weight > 0:
+        terms["bn"] = bn.loss()
+        total = total + s.bn_weight * terms["bn"]
+    if competitors:
+        terms["adv"] = torch.stack([decision_adversarial_loss(teacher_logits, st(view)) for st in competitors]).mean()
+        total = total + s.adv_weight * terms["adv"]
+    return total, terms
+
+
 def reject_unknown(cls: type, rest: dict[str, Any]) -> None:
     """A synthesizer's options that none of its settings took are a mistake, not a no-op."""
     if rest:
@@ -166,22 +232,19 @@ def draw_seed(generator: torch.Generator) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-class RoundMaterializing(_StudentHolder, MaterializingSynthesizer):
-    """A round-based method as a materialising synthesizer (see the module docstring).
+SettingsSplitter = Callable[..., "tuple[Any, dict[str, Any]]"]
 
-    Subclasses provide ``run_round(teacher, batch_size, generator, students, update, targets)``
-    returning an :class:`InversionResult`, and ``begin_fit(generator)`` (draw the initial state
-    from the run's seed).
-    """
 
-    def _init_rounds(self, fit_rounds: int, fit_batch_size: int, continual: bool, student: nn.Module | None) -> None:
-        if fit_rounds < 0 or fit_batch_size < 1:
-            raise ConfigError(f"fit_rounds must be >= 0 and fit_batch_size >= 1, got {fit_rounds}, {fit_batch_size}")
-        self.fit_rounds, self.fit_batch_size, self.continual = int(fit_rounds), int(fit_batch_size), bool(continual)
-        self.set_student(student)
+class RoundMethod(nn.Module):
+    """What a round-based method provides to both shells (mixed in before them):
+    ``settings_from`` (options -> its settings and what it did not take), ``_build_core``,
+    ``begin_fit(generator)`` (draw the initial state from the run's seed) and ``run_round``."""
 
-    def _students(self) -> list[nn.Module]:
-        return [self.student] if self.student is not None else []
+    settings_from: ClassVar[SettingsSplitter]
+    settings: Any
+
+    def _build_core(self) -> None:
+        raise NotImplementedError
 
     def begin_fit(self, generator: torch.Generator) -> None:
         raise NotImplementedError
@@ -191,12 +254,42 @@ class RoundMaterializing(_StudentHolder, MaterializingSynthesizer):
                   targets: torch.Tensor | None = None) -> InversionResult:
         raise NotImplementedError
 
+    def _take_options(self, options: dict[str, Any], **defaults: Any) -> None:
+        self.settings, rest = type(self).settings_from(options, **defaults)
+        reject_unknown(type(self), rest)
+
+    def _settings_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+
+
+class RoundMaterializing(_StudentHolder, MaterializingSynthesizer):
+    """A round-based method as a materialising synthesizer (see the module docstring). Options:
+    the method's settings plus ``fit_rounds`` (the class's ``default_fit_rounds``),
+    ``fit_batch_size`` (128) and ``continual`` (False)."""
+
+    default_fit_rounds: ClassVar[int] = 50
+
+    def __init__(self, info: DatasetInfo, fit_rounds: int | None = None, fit_batch_size: int = 128,
+                 continual: bool = False, student: nn.Module | None = None, **options: Any) -> None:
+        MaterializingSynthesizer.__init__(self, info)
+        self._take_options(options)  # type: ignore[attr-defined]
+        fit_rounds = self.default_fit_rounds if fit_rounds is None else fit_rounds
+        if fit_rounds < 0 or fit_batch_size < 1:
+            raise ConfigError(f"fit_rounds must be >= 0 and fit_batch_size >= 1, got {fit_rounds}, {fit_batch_size}")
+        self.fit_rounds, self.fit_batch_size, self.continual = int(fit_rounds), int(fit_batch_size), bool(continual)
+        self.set_student(student)
+        self._build_core()  # type: ignore[attr-defined]
+
+    def _students(self) -> list[nn.Module]:
+        return [self.student] if self.student is not None else []
+
     def fit(self, teacher: TeacherFn, generator: torch.Generator, device: torch.device) -> dict[str, float]:
-        self.begin_fit(generator)
+        self.begin_fit(generator)  # type: ignore[attr-defined]
         self.to(device)
         logs: dict[str, float] = {}
         for _ in range(self.fit_rounds):
-            logs = self.run_round(teacher, self.fit_batch_size, generator, self._students(), update=True).summary()
+            logs = self.run_round(teacher, self.fit_batch_size, generator,  # type: ignore[attr-defined]
+                                  self._students(), update=True).summary()
         return logs
 
     def generate(self, teacher: TeacherFn, batch_size: int, generator: torch.Generator, device: torch.device,
@@ -204,41 +297,44 @@ class RoundMaterializing(_StudentHolder, MaterializingSynthesizer):
         if targets is not None and targets.numel() != batch_size:
             raise ValueError(f"got {targets.numel()} targets for a batch of {batch_size}")
         self.to(device)
-        return self.run_round(teacher, batch_size, generator, self._students(), update=self.continual,
-                              targets=targets).images
+        return self.run_round(teacher, batch_size, generator, self._students(),  # type: ignore[attr-defined]
+                              update=self.continual, targets=targets).images
 
-    def _shell_repr(self) -> str:
-        return f"fit_rounds={self.fit_rounds}, fit_batch_size={self.fit_batch_size}, continual={self.continual}"
+    def extra_repr(self) -> str:
+        head = f"fit_rounds={self.fit_rounds}, fit_batch_size={self.fit_batch_size}, continual={self.continual}"
+        return head + ", " + self._settings_repr()  # type: ignore[attr-defined]
 
 
 class RoundOnline(OnlineSynthesizer):
-    """A round-based method inside the Distiller's loop (see the module docstring). Subclasses
-    provide ``run_round`` as for :class:`RoundMaterializing`, plus ``begin_fit`` (called before
-    the first round); state beyond weights and buffers (an optimiser's) belongs in the module's
+    """A round-based method inside the Distiller's loop (see the module docstring): a round every
+    ``refresh_every`` steps (the first included, after ``begin_fit``) into a FIFO pool of
+    ``pool_size``. ``online_defaults`` are the method's settings that differ online (e.g. its
+    adversarial weight). State beyond weights and buffers (an optimiser's) belongs in the module's
     ``get_extra_state``, so it is part of ``state_dict``."""
 
-    def _init_rounds(self, refresh_every: int, pool_size: int) -> None:
+    online_defaults: ClassVar[dict[str, Any]] = {}
+    default_refresh_every: ClassVar[int] = 10
+    default_pool_size: ClassVar[int] = 4096
+
+    def __init__(self, info: DatasetInfo, refresh_every: int | None = None, pool_size: int | None = None,
+                 **options: Any) -> None:
+        OnlineSynthesizer.__init__(self, info)
+        self._take_options(options, **self.online_defaults)  # type: ignore[attr-defined]
+        refresh_every = self.default_refresh_every if refresh_every is None else refresh_every
         if refresh_every < 1:
             raise ConfigError(f"refresh_every must be >= 1, got {refresh_every}")
         self.refresh_every = int(refresh_every)
-        self.pool = ImagePool(pool_size)
+        self.pool = ImagePool(self.default_pool_size if pool_size is None else pool_size)
         self.steps = 0
-
-    def begin_fit(self, generator: torch.Generator) -> None:
-        raise NotImplementedError
-
-    def run_round(self, teacher: TeacherFn, batch_size: int, generator: torch.Generator,
-                  students: Sequence[nn.Module] = (), update: bool = True,
-                  targets: torch.Tensor | None = None) -> InversionResult:
-        raise NotImplementedError
+        self._build_core()  # type: ignore[attr-defined]
 
     def synthesizer_step(self, teacher: TeacherFn, students: Sequence[nn.Module], batch_size: int,
                          generator: torch.Generator) -> dict[str, float]:
         logs: dict[str, float] = {}
         if self.steps % self.refresh_every == 0:
             if self.steps == 0:
-                self.begin_fit(generator)
-            result = self.run_round(teacher, batch_size, generator, students, update=True)
+                self.begin_fit(generator)  # type: ignore[attr-defined]
+            result = self.run_round(teacher, batch_size, generator, students, update=True)  # type: ignore[attr-defined]
             self.pool.add(result.images)
             logs = dict(result.history[-1])
         self.steps += 1
@@ -259,8 +355,9 @@ class RoundOnline(OnlineSynthesizer):
         self.steps = int(state["steps"])
         self.pool.load_state_dict(state["pool"], self._device())
 
-    def _shell_repr(self) -> str:
-        return f"refresh_every={self.refresh_every}, pool_size={self.pool.capacity}"
+    def extra_repr(self) -> str:
+        head = f"refresh_every={self.refresh_every}, pool_size={self.pool.capacity}"
+        return head + ", " + self._settings_repr()  # type: ignore[attr-defined]
 
 
 def class_targets(mode: str, batch_size: int, info: DatasetInfo, generator: torch.Generator,
