@@ -109,8 +109,13 @@ def main() -> None:
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
         for method in args.methods.split(","):
-            got = {label: synthesis(root, teacher, method, args.images, work / label.replace(" ", "-") / method)
-                   for label, root in roots.items()}
+            got = {}
+            for label, root in roots.items():
+                try:
+                    got[label] = synthesis(root, teacher, method, args.images, work / label.replace(" ", "-") / method)
+                except SystemExit as failed:  # e.g. a method the earlier revision does not have: "-"
+                    print(str(failed).splitlines()[-1], file=sys.stderr)
+                    got[label] = {"fit_s": None, "images_per_s": None, "cpu_min": None}
             rows += [(f"{method}: fit CPU s", {k: v["fit_s"] for k, v in got.items()}),
                      (f"{method}: images/s", {k: v["images_per_s"] for k, v in got.items()}),
                      (f"{method}: CPU min ({args.images} images)", {k: v["cpu_min"] for k, v in got.items()})]
