@@ -126,9 +126,9 @@ class TrainingLoop:
             check_finite(values, where)  # before anything of this unit is logged or checkpointed
             crash_point("loop.unit")
             window.add(values)
-            if schedule.due(schedule.log_every, done):
+            evaluated = evaluate is not None and schedule.due(schedule.eval_every, done)
+            if evaluated or schedule.due(schedule.log_every, done):  # an evaluation is never skipped for the log's rhythm
                 record: dict[str, Any] = {schedule.unit: done, **window.flush()}
-                evaluated = evaluate is not None and schedule.due(schedule.eval_every, done)
                 if evaluated:
                     record.update(evaluate())
                 record["elapsed_s"] = self.elapsed + time.perf_counter() - began

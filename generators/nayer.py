@@ -245,7 +245,7 @@ class _NayerCore(BNHistory, RoundMethod):
                 "label_embedding_sha256": digest}
 
     def begin_fit(self, generator: torch.Generator) -> None:
-        self.life_seed.fill_(draw_seed(generator) % 2**62)
+        self.life_seed.fill_(draw_seed(generator))
         self.generator.reinitialise(int(self.life_seed))
         self.rounds.zero_()
         self.bn_history = torch.zeros(0, device=self.bn_history.device)
@@ -261,7 +261,7 @@ class _NayerCore(BNHistory, RoundMethod):
         use_adv = s.adv_weight > 0 and bool(students) and int(self.rounds) >= s.warmup
         competitors = list(students) if use_adv else []
         if update and s.g_life and int(self.rounds) > 0 and int(self.rounds) % s.g_life == 0:  # the body's life is over
-            self.life_seed.fill_(draw_seed(generator) % 2**62)
+            self.life_seed.fill_(draw_seed(generator))
             self.generator.reinitialise(int(self.life_seed))
         gen = self.generator if update else copy.deepcopy(self.generator)
         gen.train()

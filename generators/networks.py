@@ -105,7 +105,7 @@ class DCGANGenerator(nn.Module):
         """Re-draw every weight from a seed taken from ``rng``, so a run's seed alone fixes the
         generator's initialisation (DESIGN rule 7) whatever happened to the global RNG before.
         The global CPU RNG is left as it was; the weights are built on CPU and copied over."""
-        seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+        seed = draw_seed(rng)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             fresh = DCGANGenerator(self.out_channels, self.image_size, self.latent_dim, self.base_channels)
@@ -113,6 +113,11 @@ class DCGANGenerator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"latent_dim={self.latent_dim}, base_channels={self.base_channels}, out={self.out_channels}x{self.image_size}^2"
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """A seed for a fresh RNG, drawn from the run's generator (so the run's seed fixes it)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
 def sample_latent(n: int, latent_dim: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:

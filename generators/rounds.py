@@ -39,7 +39,8 @@ from datafree_kd.errors import ConfigError
 
 from .base import MaterializingSynthesizer, OnlineSynthesizer, TeacherFn
 from .bn_hooks import Stats, batchnorm_layers, update_history
-from .deepinversion import ImagePool, InversionResult, _StudentHolder
+from .networks import draw_seed  # noqa: F401  (re-exported for the round-based methods)
+from .deepinversion import TARGET_MODES, ImagePool, InversionResult, _StudentHolder, make_targets
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,8 +116,6 @@ class RoundSettings:
     base_channels: int = 64
 
     def __post_init__(self) -> None:
-        from .deepinversion import TARGET_MODES
-
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if self.lr_g <= 0:
             raise ConfigError(f"lr_g must be > 0, got {self.lr_g}")
@@ -203,7 +202,7 @@ def inversion_terms(settings: "RoundSettings", teacher_logits: torch.Tensor, tar
                     competitors: Sequence[nn.Module], view: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """CMI's and NAYER's shared inversion loss: class CE, BN statistics (of the forward that made
     ``teacher_logits``) and the decision-adversarial term against ``competitors`` on ``view``."""
-    from .fast import decision_adversarial_loss
+    from .fast import decision_adversarial_loss  # here: generators.fast imports this module
 
     s = settings
     terms = {"ce": F.cross_entropy(teacher_logits.float(), targets)}
@@ -221,10 +220,6 @@ def reject_unknown(cls: type, rest: dict[str, Any]) -> None:
     """A synthesizer's options that none of its settings took are a mistake, not a no-op."""
     if rest:
         raise TypeError(f"unexpected options for {cls.__name__}: {', '.join(sorted(rest))}")
-
-
-def draw_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,8 +357,6 @@ class RoundOnline(OnlineSynthesizer):
 
 def class_targets(mode: str, batch_size: int, info: DatasetInfo, generator: torch.Generator,
                   targets: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    from .deepinversion import make_targets
-
     if targets is None:
         targets = make_targets(mode, batch_size, info.num_classes, generator)
     return targets.to(device)

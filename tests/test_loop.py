@@ -84,3 +84,15 @@ def test_interrupted_loop_resumes_to_the_same_history_and_state(tmp_path, monkey
 
     with pytest.raises(ConfigError, match="different config"):
         _loop(tmp_path, "b", _Counter(), torch.Generator(), extra=2).resume()
+
+
+def test_an_evaluation_off_the_log_rhythm_still_happens(tmp_path):
+    """eval_every need not be a multiple of log_every: each due evaluation gets its own record."""
+    counter, g = _Counter(), torch.Generator().manual_seed(0)
+    schedule = LoopSchedule(total=9, unit="step", log_every=4, eval_every=3)
+    loop = TrainingLoop(RunDir(tmp_path / "r"), {"counter": counter}, g, schedule, {"lr": 1},
+                        lambda record: f"step {record['step']}")
+    history = _fit(loop, counter, g)
+    assert [r["step"] for r in history] == [3, 4, 6, 8, 9]
+    assert [r["step"] for r in history if "total" in r] == [3, 6, 9]
+    assert all(r["cpu_s"] >= 0 for r in history)
