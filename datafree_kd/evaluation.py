@@ -31,8 +31,10 @@ def evaluate_classifier(
     reference: nn.Module | None = None,
     latency_runs: int = 30,
     ece_bins: int = 15,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """All clean-data figures for ``model``; accuracies are fractions in [0, 1]."""
+    """All clean-data figures for ``model``; accuracies are fractions in [0, 1]. ``split`` names
+    the accuracy and count keys (``val_accuracy``, ``num_val``), so a val figure is never read as test."""
     was_training = model.training
     model.eval()
     try:
@@ -41,11 +43,11 @@ def evaluate_classifier(
         names = data.info.names()
         per_class = metrics.per_class_accuracy(logits, labels, data.info.num_classes)
         results: dict[str, Any] = {
-            "test_accuracy": metrics.top1_accuracy(logits, labels),
+            f"{split}_accuracy": metrics.top1_accuracy(logits, labels),
             "per_class_accuracy": dict(zip(names, per_class)),
             "ece": metrics.expected_calibration_error(logits, labels, ece_bins),
             "nll": metrics.negative_log_likelihood(logits, labels),
-            "num_test": len(labels),
+            f"num_{split}": len(labels),
             "params": cost.count_parameters(model),
             "flops": cost.count_flops(model, data.info.shape),
         }

@@ -26,6 +26,7 @@ def results_summary(results: dict[str, Any]) -> str:
         ("model", results.get("arch") or results.get("model")),
         ("dataset", results.get("dataset")),
         ("test_accuracy", results.get("test_accuracy")),
+        ("val_accuracy", results.get("val_accuracy")),
         ("reference_accuracy", results.get("reference_accuracy")),
         ("agreement", results.get("agreement")),
         ("ece", results.get("ece")),

@@ -74,6 +74,29 @@ def test_evaluate_reproduces_training_accuracy(trained, tmp_path):
     assert (tmp_path / "ev" / "config.yaml").is_file()
 
 
+def test_evaluate_on_val_scores_the_val_split_under_its_own_name(trained, tmp_path):
+    """``--split val`` is for choosing: its figure is the val split's (recomputed here) and is never
+    written as ``test_accuracy``; attacks run on val images too."""
+    from datafree_kd.checkpoint import load_model
+    from datafree_kd.data import load_dataset
+
+    data, out, _ = trained
+    proc = dfkd("evaluate", str(out / "model.pt"), "--data-root", str(data), "--split", "val", "--attacks", "fgsm",
+                "--attack-limit", "10", "--eps", "0.1", "--out", str(tmp_path / "ev"), "latency_runs=0")
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads((tmp_path / "ev" / "results.json").read_text())
+    val = load_dataset("tensors", "val", str(data))
+    with torch.no_grad():
+        ok = load_model(out / "model.pt").model.eval()(val.as_float(val.images)).argmax(1) == val.labels
+    assert ev["split"] == "val" and "test_accuracy" not in ev and ev["num_val"] == len(val.labels)
+    assert ev["val_accuracy"] == pytest.approx(ok.float().mean().item(), abs=1e-9)
+    assert ev["attack_examples"] == 10 and 0.0 <= ev["attacks"]["fgsm"] <= ev["val_accuracy"] + 1e-9
+    assert "val_accuracy" in proc.stdout and "test_accuracy" not in proc.stdout
+    bad = dfkd("evaluate", str(out / "model.pt"), "--data-root", str(data), "--out", str(tmp_path / "bad"), "split=train")
+    _assert_one_line_error(bad, "split")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_resume_continues_from_last_epoch(trained, tmp_path):
     """Resumes a *copy* of the shared run: the module-scoped ``trained`` directory stays as it was."""
     import shutil

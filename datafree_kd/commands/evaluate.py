@@ -1,7 +1,7 @@
 """``dfkd evaluate MODEL``: clean accuracy, per-class accuracy, ECE, cost and teacher agreement.
 
 With ``--attacks fgsm,pgd20,...`` (names from ``datafree_kd.attacks.ATTACKS``) it also measures
-robust accuracy on the first ``--attack-limit`` test examples (0 = all) and adds to results.json:
+robust accuracy on the first ``--attack-limit`` examples of the split (0 = all) and adds to results.json:
 
 * ``attacks``: ``{name: accuracy}`` (fractions in [0, 1]; robust = correct on x *and* on x_adv);
 * ``attack_eps`` / ``attack_norm``: the budget of the L∞ attacks (``--eps``, default per dataset,
@@ -10,7 +10,9 @@ robust accuracy on the first ``--attack-limit`` test examples (0 = all) and adds
 * ``attack_budgets``: ``{name: {"norm": ..., "eps": ...}}``, the budget of every attack;
 * ``attack_examples``: how many test examples were attacked; ``attack_seed``: the seed used.
 
-Clean accuracy stays under ``test_accuracy`` (on the whole test set).
+Clean accuracy stays under ``test_accuracy`` (on the whole test set). ``--split val`` scores the
+validation split instead, for choosing between models and recipes without reading test: the keys
+become ``val_accuracy`` / ``num_val``, the attacks run on val images, and ``split`` is recorded.
 """
 
 from __future__ import annotations
@@ -33,9 +35,15 @@ from ..training import RuntimeSettings
 from .common import add_config_arguments, resolve_config
 
 
+#: splits a model may be scored on (never train: it is what a teacher was fitted to)
+EVALUATION_SPLITS = ("test", "val")
+
+
 @dataclass
 class EvaluateConfig(RuntimeSettings):
     model: str = ""
+    #: ``test`` (figures to report) or ``val`` (figures to choose by)
+    split: str = "test"
     dataset: str | None = None
     data_root: str | None = None
     download: bool = False
@@ -47,7 +55,7 @@ class EvaluateConfig(RuntimeSettings):
     attacks: str = ""  # comma list of attack names, e.g. "fgsm,pgd20,pgd100,autoattack"
     eps: float | None = None  # L∞ budget; None = attacks.default_eps(dataset)
     eps_l2: float | None = None  # L2 budget (pgdl2, cw); None = attacks.default_eps(dataset, "L2")
-    attack_limit: int = 0  # attack the first N test examples; 0 = the whole test set
+    attack_limit: int = 0  # attack the first N examples of the split; 0 = all of it
     attack_batch_size: int = 200
     #: load ``model`` as TorchScript (it runs code of its own, so only on request; ``--torchscript``)
     torchscript: bool = False
@@ -55,6 +63,8 @@ class EvaluateConfig(RuntimeSettings):
     def validate(self) -> None:
         if not self.model:
             raise ConfigError("no model to evaluate")
+        if self.split not in EVALUATION_SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, got {self.split!r}")
         for key, low in (("batch_size", 1), ("ece_bins", 1), ("latency_runs", 0), ("attack_limit", 0),
                          ("attack_batch_size", 1)):
             if getattr(self, key) < low:
@@ -74,6 +84,7 @@ class EvaluateConfig(RuntimeSettings):
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("evaluate", help="evaluate a model checkpoint on a test set")
     ev.add_argument("model", help="model.pt, a plain state_dict (with --arch) or TorchScript (with --torchscript)")
+    ev.add_argument("--split", choices=EVALUATION_SPLITS, help="test (default) or val, to choose by")
     ev.add_argument("--dataset", help="default: the dataset recorded in the checkpoint")
     ev.add_argument("--data-root", dest="data_root")
     ev.add_argument("--download", action="store_const", const=True)
@@ -85,7 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--attacks", help=f"comma list of attacks ({', '.join(ATTACKS.names())})")
     ev.add_argument("--eps", type=float, help="L∞ attack budget on [0,1] images (default: per dataset)")
     ev.add_argument("--eps-l2", dest="eps_l2", type=float, help="L2 attack budget for pgdl2/cw (default: per dataset)")
-    ev.add_argument("--attack-limit", dest="attack_limit", type=int, help="attack the first N test images (0 = all)")
+    ev.add_argument("--attack-limit", dest="attack_limit", type=int, help="attack the first N images of the split (0 = all)")
     ev.add_argument("--attack-batch-size", dest="attack_batch_size", type=int)
     ev.add_argument("--torchscript", action="store_const", const=True,
                     help="MODEL is a TorchScript file (it runs code of its own: only for files you trust)")
@@ -94,7 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    names = ("model", "dataset", "data_root", "download", "arch", "reference", "batch_size", "device", "latency_runs",
+    names = ("model", "split", "dataset", "data_root", "download", "arch", "reference", "batch_size", "device", "latency_runs",
              "attacks", "eps", "eps_l2", "attack_limit", "attack_batch_size", "torchscript")
     cfg = resolve_config(EvaluateConfig, args, {k: getattr(args, k) for k in names})
     check_out(args.out, "evaluation")
@@ -104,7 +115,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
-    """Evaluate ``cfg.model`` on the real test split; write the run directory; return results."""
+    """Evaluate ``cfg.model`` on the real ``cfg.split`` split; write the run directory; return results."""
     run = RunDir(out)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -124,7 +135,7 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
         else:
             cfg.eps_l2 = budget["eps"]
     run.write_config(cfg)
-    test_set = load_dataset(dataset, "test", cfg.data_root, cfg.download)
+    test_set = load_dataset(dataset, cfg.split, cfg.data_root, cfg.download)
     check_compatible(loaded, test_set.info)
     reference = None
     if cfg.reference:
@@ -135,7 +146,7 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
     results = evaluate_classifier(
         loaded.model, test_set, cfg.batch_size, device,
         reference=reference.model if reference else None,
-        latency_runs=cfg.latency_runs, ece_bins=cfg.ece_bins,
+        latency_runs=cfg.latency_runs, ece_bins=cfg.ece_bins, split=cfg.split,
     )
     if attack_names:
         results.update(_attack_results(cfg, loaded.model, test_set, attack_names, budgets, device))
@@ -145,6 +156,7 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
             "model": cfg.model,
             "arch": loaded.spec.arch if loaded.spec else "torchscript",
             "dataset": dataset,
+            "split": cfg.split,
             "fingerprint": loaded.fingerprint,
             "reference_fingerprint": reference.fingerprint if reference else None,
             "device": str(device),
