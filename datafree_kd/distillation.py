@@ -296,6 +296,9 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
     paths = [p for p in target.split(",") if p]
     sets = [TransferSet.open(p) for p in paths]  # a set's directory or the `dfkd synthesize` run holding it
     for path, transfer in zip(paths, sets):
+        if len(transfer) == 0:  # `dfkd synthesize` writes meta.json first: an unfinished (or killed) run
+            raise DatasetError("transfer set holds no images yet (an unfinished dfkd synthesize? rerun "
+                               "it with the same --out to resume)", path)
         if (transfer.info.num_classes, transfer.info.shape) != (info.num_classes, info.shape):
             raise ConfigError(
                 f"transfer set holds {transfer.info.shape} images for {transfer.info.num_classes} classes; the "

@@ -398,3 +398,24 @@ def test_distill_from_the_synthesize_run_directory_with_the_recipe(toy_teacher, 
                "--out", str(tmp_path / "e"), "steps=3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith(f"dfkd: error: {tmp_path}: meta.json missing")
+
+
+def test_an_unfinished_set_in_a_union_is_refused_not_silently_dropped(toy_teacher, tmp_path, capsys):
+    """`dfkd synthesize` writes meta.json before its first shard: a union naming a set still being
+    written (or killed) would train on fewer images than the user asked for without this check."""
+    from datafree_kd.cli import main
+    from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+    from datafree_kd.transfer_set import TransferSet
+
+    data, teacher = toy_teacher
+    run_synthesis(SynthesizeConfig(teacher=str(teacher), method="random-generator", n=64, batch_size=32,
+                                   shard_size=64, device="cpu", options={"base_channels": 8}), tmp_path / "syn")
+    done = TransferSet.open(tmp_path / "syn")
+    TransferSet.create(tmp_path / "empty", info=done.info, synthesizer="dafl", synthesizer_config={},
+                       teacher_fingerprint="x", seed=1)
+    for source in (f"transfer:{tmp_path / 'syn'},{tmp_path / 'empty'}", f"transfer:{tmp_path / 'empty'}"):
+        rc = main(["distill", "--teacher", str(teacher), "--source", source, "--data-root", str(data),
+                   "--out", str(tmp_path / "d"), "steps=3", "batch_size=32", "latency_runs=0", "device=cpu"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith(f"dfkd: error: {tmp_path / 'empty'}: transfer set holds no images")
+        assert not (tmp_path / "d" / "model.pt").exists()
