@@ -38,6 +38,8 @@ from .training import RuntimeSettings
 #: (:func:`generators.default.choose_default`: ``fast`` for BatchNorm teachers, else ``dafl``).
 AUTO = "auto"
 DEFAULT_METHOD = AUTO
+#: seed offset between the synthesizers of a ``generators=K`` run
+GENERATOR_SEED_STRIDE = 100
 
 
 @dataclass
@@ -58,11 +60,15 @@ class SynthesizeConfig(RuntimeSettings):
     #: ``K/N``: make only the K-th of N parts (0 <= K < N); "" (default): the whole set, or this
     #: rank's part under torchrun
     shard: str = ""
+    #: independently fitted synthesizers sharing ``n`` equally (the j-th fitted and sampled with
+    #: seed ``seed + GENERATOR_SEED_STRIDE * j``): one fitted generator covers a narrow part of
+    #: what the teacher knows, several cover more at the same set size
+    generators: int = 1
 
     def validate(self) -> None:
         if not self.teacher:
             raise ConfigError("no teacher given (--teacher T.pt)")
-        for name in ("n", "batch_size", "shard_size"):
+        for name in ("n", "batch_size", "shard_size", "generators"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.shard_size % self.batch_size:
@@ -71,6 +77,10 @@ class SynthesizeConfig(RuntimeSettings):
             raise ConfigError("dtype must be uint8 or float16")
         if self.shard:
             parse_shard(self.shard)
+        if self.generators > 1 and self.shard:
+            raise ConfigError("generators > 1 cannot be combined with shard= (each generator is its own part already)")
+        if self.generators > self.n:
+            raise ConfigError(f"generators={self.generators} cannot share n={self.n} images")
         from generators.base import check_preset
 
         check_preset(self.preset)
@@ -164,7 +174,59 @@ def run_synthesis(cfg: SynthesizeConfig, out: str | Path) -> dict[str, Any]:
     """Write ``cfg.n`` synthetic images (+ teacher logits) to the transfer set in ``out``."""
     cfg.validate()
     with forbid_training_data(f"synthesis with {cfg.method!r} is data-free", roots=[cfg.data_root]):
+        if cfg.generators > 1:
+            return _run_generators(cfg, RunDir(out))
         return _run(cfg, RunDir(out))
+
+
+def generator_shares(n: int, k: int) -> list[int]:
+    """Images per generator: equal shares, the remainder to the first ones (as a ``transfer:``
+    union's ``transfer_size`` shares them out)."""
+    return [n // k + (j < n % k) for j in range(k)]
+
+
+def _run_generators(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
+    """``generators=K``: K complete synthesis runs in ``OUT/generators/j`` (each resumable on its
+    own, the j-th exactly ``dfkd synthesize`` at seed ``seed + stride * j`` and its share of
+    ``n``), then their sets concatenated in order into ``OUT/transfer_set``."""
+    from dataclasses import replace
+
+    if run.results_path.exists() and run.read_results().get("count") == cfg.n:
+        return run.read_results()
+    run.write_config(cfg)
+    members, first = [], None
+    for j, share in enumerate(generator_shares(cfg.n, cfg.generators)):
+        part_dir = run.path / "generators" / str(j)
+        sub = replace(cfg, seed=cfg.seed + GENERATOR_SEED_STRIDE * j, n=share, generators=1, preview=False, shard="")
+        results = _run(sub, RunDir(part_dir))
+        atomic_write_json(part_dir / "part.json", {
+            "generator": j, "seed": sub.seed, "count": results["count"], "fit_logs": results["fit_logs"],
+            "fit_s": results["fit_time_s"], "generate_s": results["generate_time_s"], "cpu_s": results["cpu_time_s"]})
+        members.append({"generator": j, "seed": sub.seed, "count": results["count"],
+                        "set_checksum": results["set_checksum"], "fit_logs": results["fit_logs"]})
+        first = first or results
+    teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=_teacher_info(cfg))
+    config = config_to_dict(cfg)
+    parts = [run.path / "generators" / str(j) for j in range(cfg.generators)]
+    with file_lock(run.path / "transfer_set"):
+        transfer, timings, fit_logs = _merge_parts(parts, run.path / "transfer_set", cfg, first["method"],
+                                                   first["options"], teacher, config)
+    preview = transfer.write_preview() if cfg.preview else None
+    results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, torch.device("cpu"))
+    results.update({"options": first["options"], "method_choice": first["method_choice"],
+                    "distill_recipe": first["distill_recipe"], "parts": 1, "generators": members,
+                    "device": first["device"]})
+    run.write_results(results)
+    return results
+
+
+def _teacher_info(cfg: SynthesizeConfig) -> Any:
+    """The dataset description a bare-architecture teacher needs (None for a dfkd checkpoint)."""
+    if cfg.teacher_arch is None:
+        return None
+    if not cfg.dataset:
+        raise ConfigError("teacher_arch needs dataset= to describe the teacher's inputs")
+    return load_dataset(cfg.dataset, "test", cfg.data_root).info
 
 
 def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
@@ -173,12 +235,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    info = None
-    if cfg.teacher_arch is not None:
-        if not cfg.dataset:
-            raise ConfigError("teacher_arch needs dataset= to describe the teacher's inputs")
-        info = load_dataset(cfg.dataset, "test", cfg.data_root).info
-    teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=info).to(device)
+    teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=_teacher_info(cfg)).to(device)
     method, options, choice = resolve_method(cfg, teacher.model)
     synthesizer = build_synthesizer(method, teacher.info, options)
     set_path = run.path / "transfer_set"

@@ -186,9 +186,12 @@ def test_synthesize_then_distill_the_run_directory_from_elsewhere(trained, tmp_p
     """The hint `dfkd synthesize` prints works as printed, from any directory: the run directory is
     a source, and the recipe measured for the teacher (a BN-free chain LeNet-5) applies by itself."""
     data, teacher, _ = trained
-    syn = dfkd("synthesize", "--teacher", str(teacher / "model.pt"), "--method", "random-generator", "--n", "32",
-               "--batch-size", "32", "--out", str(tmp_path / "syn"), "shard_size=32", "options.base_channels=8")
+    syn = dfkd("synthesize", "--teacher", str(teacher / "model.pt"), "--method", "random-generator", "--n", "64",
+               "--batch-size", "32", "--generators", "2", "--out", str(tmp_path / "syn"), "shard_size=32",
+               "options.base_channels=8")
     assert syn.returncode == 0, syn.stderr
+    made = json.loads((tmp_path / "syn" / "results.json").read_text())
+    assert made["count"] == 64 and [g["count"] for g in made["generators"]] == [32, 32]
     assert f"--source transfer:{tmp_path / 'syn'} --out DIR" in syn.stdout and "automatically" in syn.stdout
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -194,3 +194,26 @@ def test_demo_smoke_runs_the_whole_pipeline_on_fashion_mnist(tmp_path):
     assert report["smoke"] and set(report["student"]["attacks"]) == {"pgd20"}
     assert report["stages"]["synthetic"]["figures"]["method"] == "dafl"
     assert "student / teacher" in proc.stdout and (tmp_path / "demo" / "report.md").exists()
+
+
+def test_a_key_added_at_its_default_keeps_older_stage_caches_valid():
+    """`generators` joined SynthesizeConfig after caches existed: at its default the stage key is
+    the key of the same config without the field (old caches match); set, it is a new stage."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from datafree_kd.config import config_to_dict
+    from datafree_kd.experiment.runner import KEY_LENGTH, stage_key
+    from datafree_kd.stages.synthesize import SynthesizeStage
+    from datafree_kd.synthesis import SynthesizeConfig
+
+    stage = SynthesizeStage()
+    inputs = {"teacher": SimpleNamespace(fingerprint="f00d", artefact=lambda kind, name: "t.pt")}
+    cfg = SynthesizeConfig(teacher="t.pt", n=64)
+    old = {k: v for k, v in config_to_dict(cfg).items()
+           if k not in stage.unhashed_keys | {"generators", "teacher"}}
+    blob = json.dumps({"kind": stage.kind, "config": old, "inputs": {"teacher": "f00d"},
+                       "content": stage.content_key(cfg)}, sort_keys=True, default=str)
+    assert stage_key(stage, cfg, inputs, "synthetic") == hashlib.sha256(blob.encode()).hexdigest()[:KEY_LENGTH]
+    wider = SynthesizeConfig(teacher="t.pt", n=64, generators=3)
+    assert stage_key(stage, wider, inputs, "synthetic") != stage_key(stage, cfg, inputs, "synthetic")

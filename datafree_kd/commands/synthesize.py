@@ -21,6 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--prior", help="--method diffusion: a diffusers pipeline directory or a `dfkd prior train` run")
     s.add_argument("--shard", help="K/N: make only part K (0-based) of N into OUT/shards/; the last part "
                    "to finish merges them into OUT's set (automatic per rank under torchrun)")
+    s.add_argument("--generators", type=int, help="K independently fitted synthesizers sharing --n equally "
+                   "(seeds SEED, SEED+100, ...; a wider set than one generator's at the same size)")
     s.add_argument("--seed", type=int)
     s.add_argument("--device")
     add_preset_argument(s)
@@ -29,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device", "preset", "shard")
+    names = ("teacher", "teacher_arch", "dataset", "method", "n", "batch_size", "seed", "device", "preset", "shard", "generators")
     flags = {k: getattr(args, k) for k in names}
     if args.prior:
         flags["options"] = {"prior": args.prior}

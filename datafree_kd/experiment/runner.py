@@ -53,6 +53,9 @@ def stage_key(stage: Stage, cfg: Any, inputs: dict[str, Any], name: str) -> str:
     config = config_to_dict(cfg)
     for key in set(stage.input_fields(inputs, name)) | stage.unhashed_keys:
         config.pop(key, None)
+    for key, default in stage.hashed_unless_default.items():
+        if config.get(key) == default:
+            config.pop(key)
     fingerprints = {slot: [o.fingerprint for o in v] if isinstance(v, list) else v.fingerprint
                     for slot, v in inputs.items()}
     blob = json.dumps({"kind": stage.kind, "config": config, "inputs": fingerprints,

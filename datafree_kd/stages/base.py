@@ -61,6 +61,9 @@ class Stage:
     #: config keys that do not change what a stage produces (where it runs, how fast)
     unhashed_keys: ClassVar[frozenset[str]] = frozenset({"device", "threads", "data_root", "download",
                                                          "latency_runs"})
+    #: keys added after stage caches existed, hashed only when set away from this default, so a
+    #: cache made before the key existed still matches the same work
+    hashed_unless_default: ClassVar[dict[str, Any]] = {}
 
     def build_config(self, config: dict[str, Any], inputs: dict[str, Any], name: str) -> Any:
         """The typed config the stage runs with: ``config`` plus the paths its inputs provide."""
