@@ -191,8 +191,14 @@ def _run_generators(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     ``n``), then their sets concatenated in order into ``OUT/transfer_set``."""
     from dataclasses import replace
 
-    if run.results_path.exists() and run.read_results().get("count") == cfg.n:
-        return run.read_results()
+    made = run.path / "transfer_set" / "meta.json"
+    if made.exists():  # a set made with one generator (or another K) is not this one, whatever its count
+        saved = json.loads(made.read_text()).get("synthesizer_config", {})
+        if (saved.get("generators", 1), saved.get("seed")) != (cfg.generators, cfg.seed):
+            raise ConfigError("an existing transfer set was made with a different generators or seed; use a new --out",
+                              made.parent)
+        if run.results_path.exists() and run.read_results().get("count") == cfg.n:
+            return run.read_results()
     run.write_config(cfg)
     members, first = [], None
     for j, share in enumerate(generator_shares(cfg.n, cfg.generators)):
@@ -212,10 +218,9 @@ def _run_generators(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
         transfer, timings, fit_logs = _merge_parts(parts, run.path / "transfer_set", cfg, first["method"],
                                                    first["options"], teacher, config)
     preview = transfer.write_preview() if cfg.preview else None
-    results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, torch.device("cpu"))
+    results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, first["device"])
     results.update({"options": first["options"], "method_choice": first["method_choice"],
-                    "distill_recipe": first["distill_recipe"], "parts": 1, "generators": members,
-                    "device": first["device"]})
+                    "distill_recipe": first["distill_recipe"], "parts": 1, "generators": members})
     run.write_results(results)
     return results
 
@@ -390,6 +395,8 @@ def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, method: str, o
     saved = meta.get("synthesizer_config", {})
     current = config_to_dict(cfg)
     changed = [k for k in ("batch_size", "dtype", "seed") if saved.get(k) != current.get(k)]
+    if saved.get("generators", 1) != current.get("generators", 1):  # sets from before the field: one
+        changed.append("generators")
     if meta.get("synthesizer") != method:
         changed.append("method")
     if saved.get("resolved_options", saved.get("options")) != options:
@@ -400,7 +407,7 @@ def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, method: str, o
 
 
 def _summarise(transfer: Any, cfg: SynthesizeConfig, fingerprint: str, timings: dict[str, float],
-               fit_logs: dict[str, float], preview: Any, device: torch.device) -> dict[str, Any]:
+               fit_logs: dict[str, float], preview: Any, device: torch.device | str) -> dict[str, Any]:
     """Diagnostics a user checks before distilling: class balance and teacher confidence."""
     logits = transfer.load_logits()
     probs = logits.softmax(1)

@@ -276,3 +276,17 @@ def test_impossible_generator_counts_are_refused(toy, bad, match, tmp_path):
     _, teacher = toy
     with pytest.raises(ConfigError, match=match):
         run_synthesis(_cfg(teacher, **bad), tmp_path / "x")
+
+
+def test_a_set_is_not_continued_under_another_generator_count(toy, blobs, tmp_path):
+    """Same seed, same n: a one-generator set and a two-generator set are different images, so
+    rerunning into the other's --out is refused, in both directions, and nothing is overwritten."""
+    _, teacher = toy
+    run_synthesis(_cfg(teacher, n=64), tmp_path / "one")
+    run_synthesis(_cfg(teacher, n=64, generators=2), tmp_path / "two")
+    before = {d: TransferSet.open(tmp_path / d / "transfer_set").checksum() for d in ("one", "two")}
+    with pytest.raises(ConfigError, match="different generators"):
+        run_synthesis(_cfg(teacher, n=64, generators=2), tmp_path / "one")
+    with pytest.raises(ConfigError, match="different generators"):
+        run_synthesis(_cfg(teacher, n=64), tmp_path / "two")
+    assert {d: TransferSet.open(tmp_path / d / "transfer_set").checksum() for d in ("one", "two")} == before
