@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if min(args.batch, args.steps, args.rounds) < 1:
+        parser.error("--batch, --steps and --rounds must be >= 1")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     loaded = load_teacher(args.teacher)

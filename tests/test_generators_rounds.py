@@ -148,20 +148,21 @@ def _feature_spread(teacher, images: torch.Tensor) -> float:
     return float((1 - cos[~torch.eye(len(z), dtype=torch.bool)]).mean())
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_cmi_contrastive_term_spreads_the_instances_apart(teacher, seed):
+def test_cmi_contrastive_term_spreads_the_instances_apart(teacher):
     """The point of CMI: with the instance-discrimination term the batch's images differ more in
-    the teacher's feature space (measured on seeds 0-2: 0.015-0.034 without, 0.19-0.48 at weight
-    5). At the default 0.8 this tiny 30-iteration fit is too short for a margin that holds on
-    every CPU (seed 1 on an AVX2-only machine: 0.014 at 0.8 against 0.022 without), so the test
-    uses the strong weight."""
-    spread = {}
-    for weight in (0.0, 5.0):
-        synth = ContrastiveModelInversion(INFO, iterations=30, lr_g=1e-2, fit_rounds=1, fit_batch_size=32,
-                                          base_channels=16, latent_dim=16, head_dim=16, cr_weight=weight)
-        synth.fit(teacher, torch.Generator().manual_seed(seed), CPU)
-        spread[weight] = _feature_spread(teacher, synth.run_round(teacher, 32, torch.Generator().manual_seed(10 + seed)).images)
-    assert spread[5.0] > 2 * spread[0.0], spread
+    the teacher's feature space. Judged on the mean over fit seeds 0-2, because one tiny
+    30-iteration fit can go either way (measured on a 2-core AVX2 CPU: 0.014 / 0.022 / 0.025
+    without the term, 0.102 / 0.014 / 0.107 at the default weight 0.8; seed 1 alone is lower)."""
+    spread: dict[float, list[float]] = {0.0: [], 0.8: []}
+    for seed in (0, 1, 2):
+        for weight in spread:
+            synth = ContrastiveModelInversion(INFO, iterations=30, lr_g=1e-2, fit_rounds=1, fit_batch_size=32,
+                                              base_channels=16, latent_dim=16, head_dim=16, cr_weight=weight)
+            synth.fit(teacher, torch.Generator().manual_seed(seed), CPU)
+            images = synth.run_round(teacher, 32, torch.Generator().manual_seed(10 + seed)).images
+            spread[weight].append(_feature_spread(teacher, images))
+    mean = {weight: sum(values) / len(values) for weight, values in spread.items()}
+    assert mean[0.8] > 2 * mean[0.0], spread
 
 
 def test_cmi_adversarial_term_needs_a_student(teacher):
