@@ -33,7 +33,7 @@ from .errors import ConfigError, DatasetError
 from .evaluation import evaluate_classifier, predict
 from .losses import Objective, parse_objective
 from .metrics import top1_accuracy
-from .models.slicing import init_from_teacher, refit_to_teacher
+from .models.slicing import init_from_teacher, refit_to_teacher, select_units
 from .rundir import RunDir
 from .runtime import resolve_device, seed_everything, set_threads
 from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
@@ -69,6 +69,10 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: with ``student_init=teacher``: refit the sliced layers on this many source images plus one
     #: augmented copy of each (0: slice only)
     init_images: int = 0
+    #: with ``student_init=teacher``: choose the kept units by how well they rebuild the teacher's
+    #: next layer on this many source images plus one augmented copy of each (ThiNet's criterion,
+    #: :func:`datafree_kd.models.slicing.select_units`); 0 keeps the strongest by weight norm
+    select_images: int = 0
     source: str = "real"
     objective: str = "kd=1"
     term_options: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +96,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     mixup: float = 0.0
     blur: float = 0.0
     brightness: float = 0.0
+    #: probability of handing the teacher an image's negative (1 - x) instead of it (0 = off)
+    invert: float = 0.0
     amp: bool = True
     checkpoint_every: int = 500
     log_every: int = 50
@@ -133,6 +139,10 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError("student_init=teacher needs one teacher, not an ensemble")
         if self.init_images < 0 or (self.init_images and self.student_init != "teacher"):
             raise ConfigError(f"init_images must be >= 0 and needs student_init=teacher, got {self.init_images}")
+        if self.select_images < 0 or (self.select_images and self.student_init != "teacher"):
+            raise ConfigError(f"select_images must be >= 0 and needs student_init=teacher, got {self.select_images}")
+        if not 0 <= self.invert <= 1:
+            raise ConfigError(f"invert is a probability in [0, 1], got {self.invert}")
         if not 0 <= self.brightness <= 1:
             raise ConfigError(f"brightness is a maximum darkening in [0, 1], got {self.brightness}")
         if not 0 <= self.val_fraction < 1:
@@ -376,23 +386,31 @@ def total_steps(cfg: DistillConfig, source: BatchSource) -> int:
 
 def _start_from_teacher(cfg: DistillConfig, slots: list[StudentSlot], teacher: torch.nn.Module,
                         source: BatchSource, settings: LoopSettings, device: torch.device) -> None:
-    """``student_init=teacher``: slice each student from the teacher's strongest units; with
-    ``init_images``, refit the slices on the source's first images plus one copy of each made by
-    the run's own augmentation (drawn from a generator of the run seed, so the data order and
-    every later draw are the same as without it)."""
-    images = None
-    if cfg.init_images:
-        data = source_head(source, cfg.init_images)
+    """``student_init=teacher``: slice each student from the teacher's units (the strongest, or with
+    ``select_images`` those that best rebuild the next layer); with ``init_images``, refit the
+    slices. Both work on the source's first images plus one copy of each made by the run's own
+    augmentation (drawn from a generator of the run seed, so the data order and every later draw
+    are the same as without them)."""
+
+    def head(n: int, option: str) -> torch.Tensor | None:
+        if not n:
+            return None
+        data = source_head(source, n)
         if data is None:
-            raise ConfigError("init_images needs images to fit on: a transfer:DIR (or real) source, not an online one")
+            raise ConfigError(f"{option} needs images to fit on: a transfer:DIR (or real) source, not an online one")
         originals = data.as_float(data.images).to(device)
         g = torch.Generator().manual_seed(cfg.seed)
-        copies = augment_batch(originals, settings.crop_padding, settings.hflip, g, settings.blur, settings.brightness)
-        images = torch.cat([originals, mixup_images(copies, settings.mixup, g)])
+        copies = augment_batch(originals, settings.crop_padding, settings.hflip, g, settings.blur, settings.brightness,
+                               settings.invert)
+        return torch.cat([originals, mixup_images(copies, settings.mixup, g)])
+
+    refit_images = head(cfg.init_images, "init_images")
+    select_from = head(cfg.select_images, "select_images")
     for slot in slots:
-        kept = init_from_teacher(slot.model, teacher)
-        if images is not None:
-            refit_to_teacher(slot.model, teacher, images, kept, seed=cfg.seed)
+        units = select_units(slot.model, teacher, select_from, seed=cfg.seed) if select_from is not None else None
+        kept = init_from_teacher(slot.model, teacher, units)
+        if refit_images is not None:
+            refit_to_teacher(slot.model, teacher, refit_images, kept, seed=cfg.seed)
 
 
 def run_distillation(cfg: DistillConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -438,7 +456,8 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool, ranks: Ranks, device: to
     recipe = recipe_for(test_set.info.name, archs[0])
     crop = cfg.crop_padding if cfg.crop_padding is not None else int(recipe.get("crop_padding", 0))
     hflip = cfg.hflip if cfg.hflip is not None else bool(recipe.get("hflip", False))
-    settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, crop, hflip, cfg.mixup, cfg.blur, cfg.brightness)
+    settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, crop, hflip, cfg.mixup, cfg.blur, cfg.brightness,
+                            cfg.invert)
     if cfg.student_init == "teacher":
         _start_from_teacher(cfg, slots, teacher, source, settings, device)
     distiller = Distiller(teacher, slots, source, settings, device, ranks)
@@ -469,7 +488,7 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool, ranks: Ranks, device: to
     elapsed = loop.elapsed
     distiller.close()
     augmentation = {"crop_padding": settings.crop_padding, "hflip": settings.hflip, "mixup": settings.mixup,
-                    "blur": settings.blur, "brightness": settings.brightness}
+                    "blur": settings.blur, "brightness": settings.brightness, "invert": settings.invert}
     provenance = {**source.provenance(), "foreign_set": foreign}
     if not ranks.is_main:  # rank 0 saves, evaluates and writes; the others receive its results
         return {}
@@ -547,6 +566,7 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "augmentation": augmentation,
         "student_init": cfg.student_init,
         "init_images": cfg.init_images,
+        "select_images": cfg.select_images,
         "recipe": None if cfg.recipe in ("auto", "none") else cfg.recipe,
         "train_time_s": elapsed,
         "device": str(device),

@@ -47,6 +47,7 @@ class LoopSettings:
     mixup: float = 0.0
     blur: float = 0.0
     brightness: float = 0.0
+    invert: float = 0.0
 
 
 class _Tapped:
@@ -116,7 +117,7 @@ class Distiller:
                      self.source.before_student_step(self.teacher, models, self.settings.batch_size, generator).items()})
         x, labels = self.source.next_batch(self.settings.batch_size, generator)
         x = augment_batch(x, self.settings.crop_padding, self.settings.hflip, generator,
-                          self.settings.blur, self.settings.brightness)
+                          self.settings.blur, self.settings.brightness, self.settings.invert)
         x = mixup_images(x, self.settings.mixup, generator)
         if self.ranks.enabled:  # every rank drew the same global batch; each trains on its share
             mine = self.ranks.share(len(x))

@@ -16,7 +16,7 @@ import torch
 from conftest import write_tensor_dataset
 from datafree_kd.checkpoint import load_model
 from datafree_kd.data import forbid_training_data, load_dataset
-from datafree_kd.data.augment import augment_batch, mixup_images, random_blur, random_brightness
+from datafree_kd.data.augment import augment_batch, mixup_images, random_blur, random_brightness, random_invert
 from datafree_kd.distillation import DistillConfig, run_distillation
 from datafree_kd.ensemble import TeacherEnsemble
 from datafree_kd.errors import ConfigError, DatasetError
@@ -165,6 +165,8 @@ def test_confidence_weighting_prefers_the_sure_teacher():
      ({"steps": 0, "epochs": 0}, "steps > 0"), ({"objective": "kd=x"}, "not a number"),
      ({"mixup": -0.5}, "mixup must be >= 0"), ({"blur": -1.0}, "blur must be >= 0"),
      ({"brightness": 1.5}, "brightness is a maximum darkening in"),
+     ({"invert": 1.5}, "invert is a probability in"), ({"invert": -0.1}, "invert is a probability in"),
+     ({"select_images": 10}, "select_images must be >= 0 and needs student_init=teacher"),
      ({"student_init": "imagenet"}, "student_init must be random or teacher"),
      ({"student_init": "teacher", "teacher": "a.pt,b.pt"}, "needs one teacher"),
      ({"student_init": "teacher"}, "different layers"),
@@ -282,6 +284,22 @@ def test_brightness_scales_each_image_within_the_bound():
     assert not torch.equal(a, x)
 
 
+def test_invert_hands_over_negatives_with_the_probability_asked():
+    x = torch.rand(400, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert random_invert(x, 0.0, torch.Generator()) is x
+    assert torch.equal(random_invert(x, 1.0, torch.Generator()), 1 - x)
+    y = random_invert(x, 0.5, torch.Generator().manual_seed(1))
+    negative = (y - (1 - x)).flatten(1).abs().amax(1) < 1e-7
+    kept = (y - x).flatten(1).abs().amax(1) == 0
+    assert (negative ^ kept).all()  # each image whole, one way or the other
+    assert 0.4 < negative.float().mean() < 0.6
+    # off, it draws nothing: every other augmentation sees the generator as before
+    g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    assert torch.equal(augment_batch(x, 2, True, g1, blur=1.0, brightness=0.5),
+                       augment_batch(x, 2, True, g2, blur=1.0, brightness=0.5, invert=0.0))
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
 def test_mixup_blends_pairs_reproducibly():
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     assert mixup_images(x, 0.0, torch.Generator().manual_seed(0)) is x
@@ -322,6 +340,34 @@ def chain_teacher(tmp_path_factory):
     path = tmp_path_factory.mktemp("chain") / "lenet5.pt"
     save_model(path, spec.build(), spec, info)
     return path
+
+
+def test_selected_units_start_the_student(chain_teacher, tmp_path):
+    """select_images: the student starts from the teacher units select_units picks on the source's
+    first images (and, with no augmentation, their identical copies); recorded in the results."""
+    from datafree_kd.checkpoint import ModelSpec
+    from datafree_kd.models.slicing import init_from_teacher, select_units
+    from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+    from datafree_kd.transfer_set import open_transfer_set
+
+    run_synthesis(SynthesizeConfig(teacher=str(chain_teacher), method="random-generator", n=64, batch_size=32,
+                                   shard_size=64, device="cpu", options={"base_channels": 8}), tmp_path / "set")
+    data = write_tensor_dataset(tmp_path / "toy", n_train=64, n_test=32)
+    cfg = _cfg(data, chain_teacher, source=f"transfer:{tmp_path / 'set' / 'transfer_set'}", steps=1, epochs=0,
+               lr=1e-12, student_init="teacher", select_images=48, crop_padding=0, hflip=False, eval_val=False)
+    results = run_distillation(cfg, tmp_path / "run")
+    assert results["select_images"] == 48
+    loaded = load_model(chain_teacher)
+    teacher = loaded.model.eval()
+    head = open_transfer_set(tmp_path / "set" / "transfer_set").load(48)
+    images = head.as_float(head.images)
+    expected = ModelSpec.for_dataset("lenet5_half", loaded.info).build()
+    chosen = init_from_teacher(expected, teacher, select_units(expected, teacher, torch.cat([images, images])))
+    by_norm = init_from_teacher(ModelSpec.for_dataset("lenet5_half", loaded.info).build(), teacher)
+    assert any(not torch.equal(chosen[name], by_norm[name]) for name in chosen)  # so the check below can fail
+    student = load_model(tmp_path / "run" / "model.pt").model
+    for name, value in expected.state_dict().items():
+        assert torch.allclose(student.state_dict()[name], value, atol=1e-6), name
 
 
 def test_transfer_source_without_config_takes_the_recipe_for_the_teacher(toy_teacher, chain_teacher, tmp_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from datafree_kd.errors import ConfigError
 from datafree_kd.models import create_model
 from datafree_kd.models.lenet import LeNet5
-from datafree_kd.models.slicing import init_from_teacher, refit_to_teacher
+from datafree_kd.models.slicing import init_from_teacher, refit_to_teacher, select_units
 
 HALF = (3, 8, 60, 42)
 
@@ -123,3 +124,66 @@ def test_refit_brings_a_half_width_student_closer_to_the_teacher(batchnorm):
     refit_error = (student(held_out) - teacher(held_out)).pow(2).mean()
     assert refit_error < 0.5 * sliced_error
     assert student.features[0].weight.equal(teacher.features[0].weight[kept["features.0"]])  # first layer kept
+
+
+def _conv2_error(teacher: LeNet5, conv1_units: torch.Tensor, x: torch.Tensor) -> float:
+    """How far conv2's output moves when only ``conv1_units`` of conv1 reach it (teacher weights)."""
+    masked = copy.deepcopy(teacher)
+    dropped = torch.ones(6, dtype=torch.bool)
+    dropped[conv1_units] = False
+    with torch.no_grad():
+        masked.features[3].weight[:, dropped] = 0
+        return (masked.features[:4](x) - teacher.features[:4](x)).pow(2).sum().item()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_selected_conv1_units_rebuild_conv2_best_of_every_subset(seed):
+    teacher = _randomised(LeNet5(10, 1, 28), seed)
+    student = LeNet5(10, 1, 28, widths=HALF)
+    x = _images(64, seed=seed + 10)
+    units = select_units(student, teacher, x)
+    assert [len(units[name]) for name in ("features.0", "features.3", "classifier.0", "classifier.2")] == [3, 8, 60, 42]
+    errors = {subset: _conv2_error(teacher, torch.tensor(subset), x) for subset in itertools.combinations(range(6), 3)}
+    assert errors[tuple(units["features.0"].tolist())] == pytest.approx(min(errors.values()), rel=1e-6)
+
+
+def test_selection_drops_a_strong_unit_that_the_next_layer_ignores():
+    teacher = _randomised(LeNet5(10, 1, 28), 4)
+    with torch.no_grad():
+        teacher.features[0].weight[2] *= 10  # the largest filter by L1 norm ...
+        teacher.features[3].weight[:, 2] = 0  # ... whose output conv2 never reads
+    student = LeNet5(10, 1, 28, widths=HALF)
+    units = select_units(student, teacher, _images(64))
+    assert 2 not in units["features.0"].tolist()
+    by_norm = init_from_teacher(LeNet5(10, 1, 28, widths=HALF), teacher)
+    assert 2 in by_norm["features.0"].tolist()  # where the weight-norm slice keeps it
+
+
+def test_selected_slice_is_closer_to_the_teacher_than_the_strongest_units():
+    teacher = _randomised(LeNet5(10, 1, 28), 6)
+    x, held_out = _images(256, seed=1), _images(128, seed=2)
+    by_norm, by_fit = (LeNet5(10, 1, 28, widths=HALF).eval() for _ in range(2))
+    init_from_teacher(by_norm, teacher)
+    kept = init_from_teacher(by_fit, teacher, select_units(by_fit, teacher, x))
+    error = {name: (m(held_out) - teacher(held_out)).pow(2).mean().item()
+             for name, m in (("norm", by_norm), ("fit", by_fit))}
+    assert error["fit"] < 0.5 * error["norm"]
+    assert by_fit.features[0].weight.equal(teacher.features[0].weight[kept["features.0"]])
+
+
+def test_a_full_width_student_selects_nothing():
+    teacher = _randomised(LeNet5(10, 1, 28), 0)
+    assert select_units(LeNet5(10, 1, 28), teacher, _images(16)) == {}
+
+
+@pytest.mark.parametrize("units,message", [
+    ({"features.0": torch.tensor([0, 1])}, "needs 3 distinct units"),
+    ({"features.0": torch.tensor([0, 0, 1])}, "needs 3 distinct units"),
+    ({"features.0": torch.tensor([0, 1, 6])}, "needs 3 distinct units"),
+])
+def test_impossible_unit_choices_are_refused(units, message):
+    student = LeNet5(10, 1, 28, widths=HALF)
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(ConfigError, match=message):
+        init_from_teacher(student, LeNet5(10, 1, 28), units)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())

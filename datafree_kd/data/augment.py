@@ -45,6 +45,18 @@ def random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator | 
     return flat.reshape_as(x)
 
 
+def random_invert(x: torch.Tensor, probability: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Replace each image by its negative ``1 - x`` with ``probability``: both polarities of a set.
+
+    An inversion generator with no image prior settles on one polarity by chance of the teacher
+    (dark blobs on white, or white on dark); the teacher's answers on the other polarity are where
+    real images of the opposite kind lie."""
+    if probability <= 0:
+        return x
+    flip = (torch.rand(x.shape[0], generator=generator) < probability).to(x.device)
+    return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), 1 - x, x)
+
+
 def random_brightness(x: torch.Tensor, max_drop: float, generator: torch.Generator | None) -> torch.Tensor:
     """Scale each image by a factor ~ U(1 - ``max_drop``, 1): darker copies stay in [0, 1]."""
     if max_drop <= 0:
@@ -55,16 +67,18 @@ def random_brightness(x: torch.Tensor, max_drop: float, generator: torch.Generat
 
 def augment_batch(
     x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Generator | None,
-    blur: float = 0.0, brightness: float = 0.0,
+    blur: float = 0.0, brightness: float = 0.0, invert: float = 0.0,
 ) -> torch.Tensor:
-    """Random crop with padding, optional horizontal flip, then the photometric pair (blur up to
-    ``blur`` sigma, darkening by up to ``brightness``), each off at 0.
+    """Random crop with padding, optional horizontal flip, negatives with probability ``invert``,
+    then the photometric pair (blur up to ``blur`` sigma, darkening by up to ``brightness``), each
+    off at 0 (and then drawing nothing, so the other draws are as without it).
 
     The photometric pair is for distillation from synthetic sets: inversion images of a teacher
     without BatchNorm are near-binary, and blurred, dimmed copies that the teacher labels afresh
     add the grey levels real images have (measured in ``results/datafree-lenet5/``)."""
     x = random_crop(x, crop_padding, generator)
     x = random_hflip(x, generator) if hflip else x
+    x = random_invert(x, invert, generator)
     x = random_blur(x, blur, generator)
     return random_brightness(x, brightness, generator)
 

@@ -45,6 +45,14 @@ def _input_columns(keep: torch.Tensor | None, n_inputs: int, prev_units: int, wh
     return (keep[:, None] * block + torch.arange(block)[None]).flatten()
 
 
+def _chosen_units(chosen: torch.Tensor, width: int, teacher_units: int, name: str) -> torch.Tensor:
+    out = torch.as_tensor(chosen, dtype=torch.long).flatten().sort().values
+    if len(out) != width or len(out.unique()) != width or (len(out) and (out.min() < 0 or out.max() >= teacher_units)):
+        raise ConfigError(f"student_init=teacher: {name} needs {width} distinct units of the teacher's "
+                          f"{teacher_units}, got {out.tolist()}")
+    return out
+
+
 def check_sliceable(student: nn.Module, teacher: nn.Module) -> None:
     """Refuse, with the reason, pairs whose weights cannot be sliced from one into the other."""
     s_net, t_net = _inner(student), _inner(teacher)
@@ -60,9 +68,11 @@ def check_sliceable(student: nn.Module, teacher: nn.Module) -> None:
 
 
 @torch.no_grad()
-def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, torch.Tensor]:
+def init_from_teacher(student: nn.Module, teacher: nn.Module, units: dict[str, torch.Tensor] | None = None
+                      ) -> dict[str, torch.Tensor]:
     """Copy the teacher's strongest units into ``student`` in place; return, per Conv2d / Linear,
-    the indices of the teacher's units it kept.
+    the indices of the teacher's units it kept. ``units`` names, per layer, which teacher units to
+    keep instead of the strongest ones (as many as the student's width there).
 
     The slice is built in a copy and loaded at the end, so a refused pair leaves ``student`` as it was."""
     check_sliceable(student, teacher)
@@ -76,14 +86,16 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, torch
         if isinstance(t, _SCALED):
             w = t.weight.detach().cpu()
             cols = _input_columns(keep, w.shape[1], prev_units, name)
-            units = s.weight.shape[0]
-            if units > w.shape[0] or tuple(s.weight.shape[1:]) != (len(cols), *w.shape[2:]):
+            width = s.weight.shape[0]
+            if width > w.shape[0] or tuple(s.weight.shape[1:]) != (len(cols), *w.shape[2:]):
                 raise ConfigError(f"student_init=teacher: {name} is {tuple(s.weight.shape)} in the student, "
                                   f"{tuple(w.shape)} in the teacher; the student must be a narrower copy")
-            if units == w.shape[0]:
-                out = torch.arange(units)
+            if name in (units or {}):
+                out = _chosen_units(units[name], width, w.shape[0], name)
+            elif width == w.shape[0]:
+                out = torch.arange(width)
             else:
-                out = w.abs().flatten(1).sum(1).topk(units).indices.sort().values
+                out = w.abs().flatten(1).sum(1).topk(width).indices.sort().values
             s.weight.copy_(w[out][:, cols])
             if (s.bias is None) != (t.bias is None):
                 raise ConfigError(f"student_init=teacher: {name} has a bias in only one of the two")
@@ -166,3 +178,79 @@ def refit_to_teacher(student: nn.Module, teacher: nn.Module, images: torch.Tenso
         layer.weight.copy_(weight.T.reshape(layer.weight.shape))
         if layer.bias is not None:
             layer.bias.copy_(solution[-1])
+
+
+def _block_sum(matrix: torch.Tensor, block: int) -> torch.Tensor:
+    """Sum the trailing axis (or both axes of a square matrix) over consecutive blocks of ``block``."""
+    if matrix.dim() == 1:
+        return matrix.reshape(-1, block).sum(1)
+    n = matrix.shape[0] // block
+    return matrix.reshape(n, block, n, block).sum((1, 3))
+
+
+def _greedy_subset(gram: torch.Tensor, overlap: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` units S minimising ||E - sum_S C_u||^2 = const - 2 sum_S h_u + sum_{S x S} G_uv
+    (``gram`` G_uv = <C_u, C_v>, ``overlap`` h_u = <E, C_u>): greedy addition, then single swaps
+    of a kept for a dropped unit while one lowers the error."""
+    n = len(overlap)
+
+    def cost(chosen: list[int]) -> float:
+        idx = torch.tensor(chosen)
+        return float(gram[idx][:, idx].sum() - 2 * overlap[idx].sum())
+
+    chosen: list[int] = []
+    for _ in range(k):
+        rest = [u for u in range(n) if u not in chosen]
+        chosen.append(min(rest, key=lambda u: cost(chosen + [u])))
+    best = cost(chosen)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(k):
+            for u in range(n):
+                if u in chosen:
+                    continue
+                trial = chosen[:i] + [u] + chosen[i + 1:]
+                c = cost(trial)
+                if c < best - 1e-9 * abs(best):
+                    chosen, best, improved = trial, c, True
+    return torch.tensor(sorted(chosen))
+
+
+@torch.no_grad()
+def select_units(student: nn.Module, teacher: nn.Module, images: torch.Tensor, max_rows: int = 200_000,
+                 seed: int = 0) -> dict[str, torch.Tensor]:
+    """Choose, layer by layer, the teacher units a narrower student keeps by what they do on
+    ``images`` rather than by weight norm: the units of layer i whose contributions through the
+    teacher's own weights of layer i+1 best rebuild the teacher's layer-(i+1) output (ThiNet's
+    criterion, Luo et al. 2017), given the units already dropped before layer i. The result feeds
+    :func:`init_from_teacher` (``units=``). Synthetic images serve, so it stays data-free."""
+    check_sliceable(student, teacher)
+    s_modules = dict(_inner(student).named_modules())
+    layers = [(name, m) for name, m in _inner(teacher).named_modules() if isinstance(m, _SCALED)]
+    masked = copy.deepcopy(teacher).eval()
+    m_modules = dict(_inner(masked).named_modules())
+    targets = _captured(teacher, images, [name for name, _ in layers[1:]], "output")
+    g = torch.Generator().manual_seed(seed)
+    units: dict[str, torch.Tensor] = {}
+    for (name, layer), (next_name, next_layer) in zip(layers, layers[1:]):
+        width, n_units = s_modules[name].weight.shape[0], layer.weight.shape[0]
+        if width == n_units:
+            continue
+        x = _captured(masked, images, [next_name], "input")[next_name]
+        a, e = _as_rows(next_layer, x, targets[next_name])
+        if len(a) > max_rows:
+            pick = torch.randperm(len(a), generator=g)[:max_rows]
+            a, e = a[pick], e[pick]
+        if next_layer.bias is not None:
+            e = e - next_layer.bias
+        w = next_layer.weight.flatten(1)  # (out, inputs); inputs grouped by unit of `layer`
+        block = w.shape[1] // n_units
+        gram = _block_sum((a.T @ a) * (w.T @ w), block)
+        overlap = _block_sum(((e.T @ a) * w).sum(0), block)
+        units[name] = _greedy_subset(gram.double(), overlap.double(), width)
+        dropped = torch.ones(n_units, dtype=torch.bool)
+        dropped[units[name]] = False
+        cols = _input_columns(torch.nonzero(dropped).flatten(), w.shape[1], n_units, next_name)
+        m_modules[next_name].weight.view(w.shape[0], -1)[:, cols] = 0  # the masked teacher drops them too
+    return units
