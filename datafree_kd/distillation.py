@@ -80,6 +80,9 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: sizes of an online synthesizer: ``cpu`` (the defaults) or ``paper`` (its published sizes)
     preset: str = "cpu"
     transfer_size: int = 0
+    #: draw a transfer set's images so that every class the teacher gives them is equally likely
+    #: (with replacement; for sets a generator filled unevenly)
+    class_balance: bool = False
     #: transfer sets whose decoded size exceeds this many MiB stream from disk, shuffled within
     #: windows of shards sized from this budget (datafree_kd.streaming), instead of loading whole
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
@@ -141,6 +144,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError(f"init_images must be >= 0 and needs student_init=teacher, got {self.init_images}")
         if self.select_images < 0 or (self.select_images and self.student_init != "teacher"):
             raise ConfigError(f"select_images must be >= 0 and needs student_init=teacher, got {self.select_images}")
+        if self.class_balance and not self.source.startswith("transfer:"):
+            raise ConfigError(f"class_balance draws from a transfer set's teacher labels; source is {self.source!r}")
         if not 0 <= self.invert <= 1:
             raise ConfigError(f"invert is a probability in [0, 1], got {self.invert}")
         if not 0 <= self.brightness <= 1:
@@ -314,14 +319,14 @@ def make_source(cfg: DistillConfig, info: DatasetInfo) -> BatchSource:
                 f"transfer set holds {transfer.info.shape} images for {transfer.info.num_classes} classes; the "
                 f"teacher expects {info.shape} and {info.num_classes}", path)
     if len(sets) > 1:
-        return union_source(sets, cfg.transfer_size, cfg.source)
+        return union_source(sets, cfg.transfer_size, cfg.source, cfg.class_balance)
     transfer = sets[0].subset(cfg.transfer_size) if cfg.transfer_size else sets[0]
     # teacher logits are recomputed on every batch, so the set's stored ones only serve diagnostics
     return transfer_source(transfer, f"{cfg.source} ({len(transfer)} images)", cfg.memory_budget_mb,
-                           origin=transfer_origin(transfer))
+                           origin=transfer_origin(transfer), class_balance=cfg.class_balance)
 
 
-def union_source(sets: list[Any], size: int, description: str) -> TensorSetSource:
+def union_source(sets: list[Any], size: int, description: str, class_balance: bool = False) -> TensorSetSource:
     """``transfer:A,B``: the sets' images together in memory, ``size`` (0: all) shared out
     equally (the first ``size // k`` of each, the remainder from the first sets), so the union
     of a GAN and a diffusion set is compared with either alone at the same total size."""
@@ -340,7 +345,8 @@ def union_source(sets: list[Any], size: int, description: str) -> TensorSetSourc
     members = [transfer_origin(t) for t in sets]
     origin = {"kind": "transfer", "union": members, "count": len(data),
               "synthetic": all(m["synthetic"] for m in members)}
-    return TensorSetSource(data, with_labels=False, description=f"{description} ({len(data)} images)", origin=origin)
+    return TensorSetSource(data, with_labels=False, description=f"{description} ({len(data)} images)", origin=origin,
+                           class_balance=class_balance)
 
 
 def transfer_origin(transfer: Any) -> dict[str, Any]:
@@ -567,6 +573,7 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "student_init": cfg.student_init,
         "init_images": cfg.init_images,
         "select_images": cfg.select_images,
+        "class_balance": cfg.class_balance,
         "recipe": None if cfg.recipe in ("auto", "none") else cfg.recipe,
         "train_time_s": elapsed,
         "device": str(device),

@@ -55,13 +55,21 @@ class BatchSource:
 
 
 class TensorSetSource(BatchSource):
-    """Reshuffles an in-memory set each pass; the permutation and cursor are part of the state."""
+    """Reshuffles an in-memory set each pass; the permutation and cursor are part of the state.
+
+    ``class_balance``: each pass instead draws ``len(data)`` indices with replacement, every class of
+    ``data.labels`` (a transfer set's: the teacher's argmax) equally likely, so classes a generator
+    rarely hits are seen as often as the rest."""
 
     def __init__(self, data: ImageTensors, with_labels: bool, description: str,
-                 origin: dict[str, Any] | None = None) -> None:
+                 origin: dict[str, Any] | None = None, class_balance: bool = False) -> None:
         if len(data) == 0:
             raise ValueError("cannot train from an empty set")
         self.data = data
+        self.weights = None
+        if class_balance:
+            counts = torch.bincount(data.labels)
+            self.weights = 1.0 / counts[data.labels].double()
         self.with_labels = with_labels
         self.description = description
         self.origin = dict(origin or {})
@@ -71,7 +79,8 @@ class TensorSetSource(BatchSource):
 
     def next_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.cursor + batch_size > len(self.order):  # drop the ragged tail, start a new pass
-            self.order = torch.randperm(len(self.data), generator=generator)
+            self.order = (torch.randperm(len(self.data), generator=generator) if self.weights is None else
+                          torch.multinomial(self.weights, len(self.data), replacement=True, generator=generator))
             self.cursor = 0
             self.passes += 1
         idx = self.order[self.cursor : self.cursor + batch_size]

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from .data.memory import ImageTensors
+from .errors import ConfigError
 from .sources import BatchSource, TensorSetSource
 from .transfer_set import DTYPES, TransferSet
 
@@ -283,15 +284,20 @@ class StreamingTransferSource(BatchSource):
 
 def transfer_source(transfer: TransferSet, description: str,
                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-                    origin: dict[str, Any] | None = None) -> BatchSource:
+                    origin: dict[str, Any] | None = None, class_balance: bool = False) -> BatchSource:
     """The source for a transfer set (or ``subset`` view): in memory (``TensorSetSource``, the
     fastest) when its decoded size fits ``memory_budget_mb`` MiB, else streamed from disk.
-    ``origin`` (provenance facts) is handed to either source."""
+    ``origin`` (provenance facts) is handed to either source; ``class_balance`` (in memory only)
+    draws every teacher-labelled class equally often."""
     if not float(memory_budget_mb) > 0:
         raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb!r}")
     if in_memory_bytes(transfer) <= float(memory_budget_mb) * MIB:
         extra = {} if origin is None else {"origin": origin}
-        return TensorSetSource(transfer.load(), with_labels=False, description=description, **extra)
+        return TensorSetSource(transfer.load(), with_labels=False, description=description,
+                               class_balance=class_balance, **extra)
+    if class_balance:
+        raise ConfigError(f"class_balance needs the set in memory; {transfer.path} would stream from disk "
+                          f"(raise memory_budget_mb above {in_memory_bytes(transfer) / MIB:.0f})")
     source = StreamingTransferSource(transfer, description, memory_budget_mb, origin=origin)
     source.description = (f"{description} [streamed from disk: windows of {source.window_shards} of "
                           f"{source.num_shards} shards, budget {memory_budget_mb:g} MiB]")

@@ -167,6 +167,7 @@ def test_confidence_weighting_prefers_the_sure_teacher():
      ({"brightness": 1.5}, "brightness is a maximum darkening in"),
      ({"invert": 1.5}, "invert is a probability in"), ({"invert": -0.1}, "invert is a probability in"),
      ({"select_images": 10}, "select_images must be >= 0 and needs student_init=teacher"),
+     ({"class_balance": True}, "class_balance draws from a transfer set"),
      ({"student_init": "imagenet"}, "student_init must be random or teacher"),
      ({"student_init": "teacher", "teacher": "a.pt,b.pt"}, "needs one teacher"),
      ({"student_init": "teacher"}, "different layers"),

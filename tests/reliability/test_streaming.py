@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from datafree_kd.data.info import DatasetInfo
-from datafree_kd.errors import DatasetError
+from datafree_kd.errors import ConfigError, DatasetError
 from datafree_kd.sources import TensorSetSource
 from datafree_kd.streaming import (
     MIB, StreamingTransferSource, in_memory_bytes, source_head, source_size, transfer_source, window_for_budget,
@@ -299,3 +299,39 @@ def test_the_engine_streams_a_set_over_its_budget_and_resumes_exactly(tmp_path: 
     assert resumed["test_accuracy"] == straight["test_accuracy"]
     a, b = (load_model(tmp_path / d / "model.pt").model.state_dict() for d in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_class_balance_draws_every_teacher_class_equally_and_resumes(tmp_path: Path) -> None:
+    """A set whose teacher labels are 90 / 9 / 0.9 / 0.1 % of four classes: balanced passes draw each
+    class about a quarter of the time, reproducibly, and a resumed source continues the same pass."""
+    ts = TransferSet.create(tmp_path / "skewed", INFO, "noise", {}, "f" * 16, seed=0, shard_size=SHARD)
+    labels = torch.tensor([0] * 900 + [1] * 90 + [2] * 9 + [3] * 1)
+    ts.append(torch.rand(N, *INFO.shape), torch.nn.functional.one_hot(labels, 4).float() * 5)
+    ts.flush()
+    skewed = TransferSet.open(tmp_path / "skewed")
+    assert torch.equal(skewed.load().labels, labels)
+    src = transfer_source(skewed, "s", class_balance=True)
+    src.setup(torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    first = draw(src, 20, g)
+    share = torch.bincount(labels[src.order], minlength=4).float() / N
+    assert ((share - 0.25).abs() < 0.06).all(), share
+    plain = transfer_source(skewed, "s")
+    plain.setup(torch.device("cpu"))
+    plain.next_batch(BATCH, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.bincount(labels[plain.order], minlength=4), torch.bincount(labels, minlength=4))
+    again = transfer_source(skewed, "s", class_balance=True)
+    again.setup(torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(first, draw(again, 20, torch.Generator().manual_seed(0))))
+    state, g_state = src.state_dict(), g.get_state()
+    later = draw(src, 5, g)
+    resumed = transfer_source(skewed, "s", class_balance=True)
+    resumed.setup(torch.device("cpu"))
+    resumed.load_state_dict(state)
+    g.set_state(g_state)
+    assert all(torch.equal(a, b) for a, b in zip(later, draw(resumed, 5, g)))
+
+
+def test_class_balance_refuses_a_set_that_would_stream(ids: TransferSet) -> None:
+    with pytest.raises(ConfigError, match="class_balance needs the set in memory"):
+        transfer_source(ids, "s", memory_budget_mb=in_memory_bytes(ids) / MIB / 2, class_balance=True)
