@@ -217,3 +217,26 @@ def test_a_key_added_at_its_default_keeps_older_stage_caches_valid():
     assert stage_key(stage, cfg, inputs, "synthetic") == hashlib.sha256(blob.encode()).hexdigest()[:KEY_LENGTH]
     wider = SynthesizeConfig(teacher="t.pt", n=64, generators=3)
     assert stage_key(stage, wider, inputs, "synthetic") != stage_key(stage, cfg, inputs, "synthetic")
+
+
+def test_distill_keys_added_at_their_defaults_keep_older_stage_caches_valid():
+    """`select_images`, `invert` and `class_balance` joined DistillConfig after caches existed."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from datafree_kd.config import config_to_dict
+    from datafree_kd.distillation import DistillConfig
+    from datafree_kd.experiment.runner import KEY_LENGTH, stage_key
+    from datafree_kd.stages.distill import DistillStage
+
+    stage = DistillStage()
+    inputs = {"teacher": SimpleNamespace(fingerprint="f00d", artefact=lambda kind, name: "t.pt")}
+    cfg = DistillConfig(teacher="t.pt")
+    added = {"select_images", "invert", "class_balance"}
+    old = {k: v for k, v in config_to_dict(cfg).items() if k not in stage.unhashed_keys | added | {"teacher"}}
+    blob = json.dumps({"kind": stage.kind, "config": old, "inputs": {"teacher": "f00d"},
+                       "content": stage.content_key(cfg)}, sort_keys=True, default=str)
+    assert stage_key(stage, cfg, inputs, "student") == hashlib.sha256(blob.encode()).hexdigest()[:KEY_LENGTH]
+    for change in ({"select_images": 8}, {"invert": 0.5}, {"class_balance": True}):
+        changed = DistillConfig(teacher="t.pt", **change)
+        assert stage_key(stage, changed, inputs, "student") != stage_key(stage, cfg, inputs, "student")
