@@ -48,8 +48,9 @@ class DistillStage(Stage):
 
     def smoke_config(self, config: dict[str, Any]) -> dict[str, Any]:
         shrunk = merge(config, self.smoke)
-        if config.get("init_images"):
-            shrunk["init_images"] = 16
+        for key in ("init_images", "select_images"):  # images the student's slice is fitted on
+            if config.get(key):
+                shrunk[key] = 16
         return shrunk
 
     def run(self, cfg: DistillConfig, out: Path, resume: bool) -> dict[str, Any]:
