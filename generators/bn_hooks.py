@@ -80,6 +80,34 @@ def channel_stats(x: torch.Tensor) -> Stats:
     return x.mean(dims), x.var(dims, unbiased=False)
 
 
+def normalize_layers(model: Any) -> list[nn.Module]:
+    """The teacher's input ``Normalize`` layers (one per ensemble member), in module order."""
+    from datafree_kd.models.normalize import Normalize
+
+    return [m for m in as_module(model).modules() if isinstance(m, Normalize)]
+
+
+def input_stats_loss(images: torch.Tensor, teacher: Any) -> torch.Tensor:
+    """Eq. 4's term for the teacher's input normalisation, read as a BatchNorm layer at depth 0.
+
+    Why: a teacher without BatchNorm still carries its training data's per-channel pixel mean and
+    std in its ``Normalize`` buffers (DESIGN: normalisation inside models), the one data statistic
+    a plain teacher offers. On the normalised input ``z = (x - mean) / std`` the term is
+    ``||mean_batch(z)||_2 + ||var_batch(z) - 1||_2``, averaged over the teacher's ``Normalize``
+    layers (several for an ensemble). It fixes the batch's brightness, which DAFL otherwise leaves
+    to chance: black objects on a white ground for some teachers.
+    """
+    layers = normalize_layers(teacher)
+    if not layers:
+        raise ConfigError("input_stats needs a teacher with an input Normalize layer "
+                          "(every registry model has one); set input_stats=0")
+    terms = []
+    for layer in layers:
+        mean, var = channel_stats(((images - layer.mean) / layer.std).float())
+        terms.append(torch.linalg.vector_norm(mean) + torch.linalg.vector_norm(var - 1.0))
+    return torch.stack(terms).mean()
+
+
 def update_history(history: list[Stats] | None, stats: Sequence[Stats], momentum: float) -> list[Stats]:
     """Fast-DFKD's moving average of batch statistics: first call copies, later calls blend."""
     fresh = [(m.detach().clone(), v.detach().clone()) for m, v in stats]

@@ -27,6 +27,11 @@ paper's 512 halves the CPU cost per step.
 Optional image priors ``tv_l1``, ``tv_l2``, ``l2`` (DeepInversion's, 0 by default) add to L_G. On
 the plain Fashion-MNIST LeNet-5 they did not help (TV: -7 to -9 points; L2: within seed noise;
 ``results/datafree-lenet5/closing-the-gap.md``), so the defaults stay off.
+
+``input_stats`` weights DeepInversion's statistics term on the teacher's input ``Normalize`` layer
+(:func:`~generators.bn_hooks.input_stats_loss`): the pixel mean and std the teacher was trained
+with, the one data statistic a teacher without BatchNorm carries. Without it the set's polarity is
+left to the seed (``results/default-fresh-teachers/``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from torch import nn
 from datafree_kd.data.info import DatasetInfo
 from datafree_kd.errors import ConfigError
 
+from .bn_hooks import input_stats_loss
 from .base import MaterializingSynthesizer, TeacherFn, register_synthesizer
 from .deepinversion import add_image_priors
 from .networks import DCGANGenerator, OnlineGeneratorSynthesizer, generator_update, sample_latent
@@ -111,13 +117,16 @@ class DAFLLoss:
         tv_l1: float = 0.0,
         tv_l2: float = 0.0,
         l2: float = 0.0,
+        input_stats: float = 0.0,
     ) -> None:
         if alpha < 0 or beta < 0:
             raise ConfigError(f"dafl: alpha and beta must be >= 0, got {alpha}, {beta}")
-        if min(tv_l1, tv_l2, l2) < 0:
-            raise ConfigError(f"dafl: image-prior weights must be >= 0, got tv_l1={tv_l1}, tv_l2={tv_l2}, l2={l2}")
+        if min(tv_l1, tv_l2, l2, input_stats) < 0:
+            raise ConfigError(f"dafl: image-prior and input_stats weights must be >= 0, got tv_l1={tv_l1}, tv_l2={tv_l2}, l2={l2}, "
+                              f"input_stats={input_stats}")
         self.alpha, self.beta, self.feature_layer = float(alpha), float(beta), feature_layer
         self.tv_l1, self.tv_l2, self.l2 = float(tv_l1), float(tv_l2), float(l2)
+        self.input_stats = float(input_stats)
 
     def __call__(self, images: torch.Tensor, teacher: TeacherFn) -> tuple[torch.Tensor, dict[str, float]]:
         features: list[torch.Tensor] = []
@@ -138,6 +147,9 @@ class DAFLLoss:
         logs = {"one_hot": float(one_hot.detach()), "info_entropy": float(info_entropy.detach())}
         priors: dict[str, torch.Tensor] = {}
         loss = loss + add_image_priors(priors, images, self)
+        if self.input_stats:
+            priors["input_stats"] = input_stats_loss(images, teacher)
+            loss = loss + self.input_stats * priors["input_stats"]
         logs.update({k: float(v.detach()) for k, v in priors.items()})
         if self.alpha:
             if not features:
@@ -149,7 +161,7 @@ class DAFLLoss:
 
     def hparams(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, "feature_layer": self.feature_layer,
-                "tv_l1": self.tv_l1, "tv_l2": self.tv_l2, "l2": self.l2}
+                "tv_l1": self.tv_l1, "tv_l2": self.tv_l2, "l2": self.l2, "input_stats": self.input_stats}
 
 
 @register_synthesizer("dafl")
@@ -157,7 +169,7 @@ class DAFL(MaterializingSynthesizer):
     """DAFL as a transfer-set maker: train G on :class:`DAFLLoss` for ``fit_steps``, then sample it.
 
     Options beyond the generator's go to :class:`DAFLLoss` (``alpha``, ``beta``, ``feature_layer``,
-    ``tv_l1``, ``tv_l2``, ``l2``).
+    ``tv_l1``, ``tv_l2``, ``l2``, ``input_stats``).
 
     ``fit`` first re-draws G's weights from the run's generator, so the set depends on the seed only.
     """

@@ -24,6 +24,7 @@ from datafree_kd.errors import ConfigError
 from datafree_kd.models import create_model
 from datafree_kd.teacher import freeze, is_frozen
 from generators import SYNTHESIZERS
+from generators.bn_hooks import input_stats_loss
 from generators.dafl import DAFLLoss
 from generators.deepinversion import image_prior_losses
 from generators.dfad import l1_discrepancy
@@ -235,6 +236,55 @@ def test_dafl_image_priors_add_their_weighted_terms(teacher):
     with pytest.raises(ConfigError, match="image-prior"):
         DAFLLoss(l2=-1.0)
     assert build("dafl", tv_l1=0.5).loss.hparams()["tv_l1"] == 0.5
+
+
+def _dark_teacher(seed: int = 0) -> nn.Module:
+    """A frozen plain lenet5 whose input normalisation says: dark images (mean 0.2, std 0.3)."""
+    torch.manual_seed(seed)
+    return freeze(create_model("lenet5", 10, 1, 28, mean=(0.2,), std=(0.3,)))
+
+
+def test_input_stats_loss_is_eq4_on_the_normalised_input():
+    dark = _dark_teacher()
+    z = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    z = (z - z.mean()) / z.std(unbiased=False)  # exactly mean 0, variance 1
+    matched = z * 0.3 + 0.2
+    assert float(input_stats_loss(matched, dark)) == pytest.approx(0.0, abs=1e-5)
+    x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    zx = (x - 0.2) / 0.3
+    expected = zx.mean().abs() + (zx.var(unbiased=False) - 1).abs()
+    assert torch.allclose(input_stats_loss(x, dark), expected, atol=1e-5)
+    # a white-ground (inverted) batch is penalised more than its dark original
+    assert float(input_stats_loss(1 - matched.clamp(0, 1), dark)) > 3 * float(input_stats_loss(matched.clamp(0, 1), dark))
+    # an ensemble averages its members' terms; a gradient reaches the images
+    other = freeze(create_model("lenet5", 10, 1, 28, mean=(0.5,), std=(0.5,)))
+    x.requires_grad_(True)
+    both = input_stats_loss(x, TeacherEnsemble([dark, other]))
+    assert torch.allclose(both, (input_stats_loss(x, dark) + input_stats_loss(x, other)) / 2)
+    both.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="input_stats needs a teacher with an input Normalize"):
+        input_stats_loss(x, nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+
+
+def test_dafl_input_stats_adds_its_term_and_steers_brightness():
+    dark = _dark_teacher()
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain, plain_logs = DAFLLoss()(x, dark)
+    weighted, logs = DAFLLoss(input_stats=2.0)(x, dark)
+    assert torch.allclose(weighted, plain + 2.0 * input_stats_loss(x, dark), atol=1e-5)
+    assert "input_stats" not in plain_logs and logs["input_stats"] == pytest.approx(float(input_stats_loss(x, dark)))
+    with pytest.raises(ConfigError, match="input_stats"):
+        DAFLLoss(input_stats=-1.0)
+    assert build("dafl", input_stats=1.0).loss.hparams()["input_stats"] == 1.0
+    # fitted against the dark teacher, the set's brightness moves to its mean only with the term
+    means = {}
+    for weight in (0.0, 1.0):
+        synth = build("dafl", base_channels=16, fit_steps=40, batch_size=64, lr=0.02, input_stats=weight)
+        g = torch.Generator().manual_seed(0)
+        synth.fit(dark, g, CPU)
+        means[weight] = float(synth.generate(dark, 256, g, CPU).mean())
+    assert abs(means[1.0] - 0.2) < 0.05 and abs(means[1.0] - 0.2) < abs(means[0.0] - 0.2) - 0.05, means
 
 
 def test_dafl_loss_terms(teacher):
