@@ -140,6 +140,7 @@ def test_default_method_depends_on_batchnorm():
     assert method == "fast" and options == DEFAULTS["batchnorm"].options and "BatchNorm" in reason
     method, options, _ = choose_default(create_model("lenet5", 10, 1, 28), {"fit_steps": 3})
     assert method == "dafl" and options["fit_steps"] == 3 and options["lr"] == DEFAULTS["plain"].options["lr"]
+    assert options["input_stats"] > 0  # a plain teacher's sets match its input normalisation (polarity)
     for choice in DEFAULTS.values():  # every default is a registered materialising method
         assert not getattr(SYNTHESIZERS.get(choice.method), "online", False)
 
