@@ -122,8 +122,8 @@ class DAFLLoss:
         if alpha < 0 or beta < 0:
             raise ConfigError(f"dafl: alpha and beta must be >= 0, got {alpha}, {beta}")
         if min(tv_l1, tv_l2, l2, input_stats) < 0:
-            raise ConfigError(f"dafl: image-prior and input_stats weights must be >= 0, got tv_l1={tv_l1}, tv_l2={tv_l2}, l2={l2}, "
-                              f"input_stats={input_stats}")
+            raise ConfigError("dafl: image-prior and input_stats weights must be >= 0, got "
+                              f"tv_l1={tv_l1}, tv_l2={tv_l2}, l2={l2}, input_stats={input_stats}")
         self.alpha, self.beta, self.feature_layer = float(alpha), float(beta), feature_layer
         self.tv_l1, self.tv_l2, self.l2 = float(tv_l1), float(tv_l2), float(l2)
         self.input_stats = float(input_stats)
