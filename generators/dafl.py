@@ -119,14 +119,16 @@ class DAFLLoss:
         l2: float = 0.0,
         input_stats: float = 0.0,
     ) -> None:
-        if alpha < 0 or beta < 0:
-            raise ConfigError(f"dafl: alpha and beta must be >= 0, got {alpha}, {beta}")
-        if min(tv_l1, tv_l2, l2, input_stats) < 0:
-            raise ConfigError("dafl: image-prior and input_stats weights must be >= 0, got "
-                              f"tv_l1={tv_l1}, tv_l2={tv_l2}, l2={l2}, input_stats={input_stats}")
-        self.alpha, self.beta, self.feature_layer = float(alpha), float(beta), feature_layer
-        self.tv_l1, self.tv_l2, self.l2 = float(tv_l1), float(tv_l2), float(l2)
-        self.input_stats = float(input_stats)
+        weights = {"alpha": alpha, "beta": beta, "tv_l1": tv_l1, "tv_l2": tv_l2, "l2": l2, "input_stats": input_stats}
+        for name, value in weights.items():
+            try:
+                weight = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"dafl: {name} must be a number, got {value!r}") from None
+            if not weight >= 0:
+                raise ConfigError(f"dafl: {name} must be >= 0, got {value!r}")
+            setattr(self, name, weight)
+        self.feature_layer = feature_layer
 
     def __call__(self, images: torch.Tensor, teacher: TeacherFn) -> tuple[torch.Tensor, dict[str, float]]:
         features: list[torch.Tensor] = []

@@ -233,8 +233,10 @@ def test_dafl_image_priors_add_their_weighted_terms(teacher):
     l2 = x.flatten(1).pow(2).sum(1).mean()
     assert torch.allclose(with_priors, plain + 0.5 * tv_l1 + 1e-3 * l2, atol=1e-5)
     assert "tv_l1" not in plain_logs and logs["tv_l1"] == pytest.approx(float(tv_l1)) and "l2" in logs
-    with pytest.raises(ConfigError, match="image-prior"):
+    with pytest.raises(ConfigError, match="l2 must be >= 0"):
         DAFLLoss(l2=-1.0)
+    with pytest.raises(ConfigError, match="tv_l1 must be a number, got 'abc'"):
+        DAFLLoss(tv_l1="abc")
     assert build("dafl", tv_l1=0.5).loss.hparams()["tv_l1"] == 0.5
 
 
@@ -274,8 +276,10 @@ def test_dafl_input_stats_adds_its_term_and_steers_brightness():
     weighted, logs = DAFLLoss(input_stats=2.0)(x, dark)
     assert torch.allclose(weighted, plain + 2.0 * input_stats_loss(x, dark), atol=1e-5)
     assert "input_stats" not in plain_logs and logs["input_stats"] == pytest.approx(float(input_stats_loss(x, dark)))
-    with pytest.raises(ConfigError, match="input_stats"):
+    with pytest.raises(ConfigError, match="input_stats must be >= 0"):
         DAFLLoss(input_stats=-1.0)
+    with pytest.raises(ConfigError, match="input_stats must be a number"):
+        DAFLLoss(input_stats="abc")
     assert build("dafl", input_stats=1.0).loss.hparams()["input_stats"] == 1.0
     # fitted against the dark teacher, the set's brightness moves to its mean only with the term
     means = {}
