@@ -32,6 +32,10 @@ the plain Fashion-MNIST LeNet-5 they did not help (TV: -7 to -9 points; L2: with
 (:func:`~generators.bn_hooks.input_stats_loss`): the pixel mean and std the teacher was trained
 with, the one data statistic a teacher without BatchNorm carries. Without it the set's polarity is
 left to the seed (``results/default-fresh-teachers/``).
+
+``jitter`` / ``flip`` (materialising ``dafl`` only; off by default) show the teacher a randomly
+rolled and mirrored copy of each batch during the fit, DeepInversion's augmentation: an image must
+keep its class under small shifts, so it cannot rest on pixel-exact patterns of one teacher.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from datafree_kd.errors import ConfigError
 
 from .bn_hooks import input_stats_loss
 from .base import MaterializingSynthesizer, TeacherFn, register_synthesizer
-from .deepinversion import add_image_priors
+from .deepinversion import add_image_priors, jitter_flip
 from .networks import DCGANGenerator, OnlineGeneratorSynthesizer, generator_update, sample_latent
 
 
@@ -171,7 +175,8 @@ class DAFL(MaterializingSynthesizer):
     """DAFL as a transfer-set maker: train G on :class:`DAFLLoss` for ``fit_steps``, then sample it.
 
     Options beyond the generator's go to :class:`DAFLLoss` (``alpha``, ``beta``, ``feature_layer``,
-    ``tv_l1``, ``tv_l2``, ``l2``, ``input_stats``).
+    ``tv_l1``, ``tv_l2``, ``l2``, ``input_stats``). ``jitter`` (pixels) and ``flip`` augment what
+    the teacher sees during the fit (:func:`~generators.deepinversion.jitter_flip`).
 
     ``fit`` first re-draws G's weights from the run's generator, so the set depends on the seed only.
     """
@@ -190,12 +195,19 @@ class DAFL(MaterializingSynthesizer):
         lr: float = 0.2,
         latent_dim: int = 100,
         base_channels: int = 64,
+        jitter: int = 0,
+        flip: bool = False,
         **loss_options: Any,
     ) -> None:
         super().__init__(info)
         if fit_steps < 0 or batch_size < 1 or not lr > 0:
             raise ConfigError(f"dafl: need fit_steps >= 0, batch_size >= 1, lr > 0; got {fit_steps}, {batch_size}, {lr}")
+        if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0 or jitter >= info.image_size:
+            raise ConfigError(f"dafl: jitter is a shift in whole pixels, 0 <= jitter < {info.image_size}; got {jitter!r}")
+        if not isinstance(flip, bool):
+            raise ConfigError(f"dafl: flip must be true or false, got {flip!r}")
         self.fit_steps, self.batch_size, self.lr = int(fit_steps), int(batch_size), float(lr)
+        self.jitter, self.flip = jitter, flip
         self.loss = DAFLLoss(**loss_options)
         self.generator = DCGANGenerator.for_info(info, latent_dim, base_channels)
         self.history: list[float] = []
@@ -208,12 +220,19 @@ class DAFL(MaterializingSynthesizer):
         self.history = []
         logs: dict[str, float] = {}
         for _ in range(self.fit_steps):
-            logs = generator_update(self.generator, optimizer, lambda x: self.loss(x, teacher),
+            logs = generator_update(self.generator, optimizer,
+                                    lambda x: self.loss(self.teacher_view(x, generator), teacher),
                                     self.batch_size, generator)
             self.history.append(logs["generator_loss"])
         if self.history:
             logs["generator_loss_first"] = self.history[0]
         return {**logs, "fit_steps": float(self.fit_steps)}
+
+    def teacher_view(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What the teacher scores during the fit: the batch itself, or its jittered/mirrored copy."""
+        if not (self.jitter or self.flip):
+            return images
+        return jitter_flip(images, self.jitter, self.flip, generator)
 
     def generate(
         self, teacher: TeacherFn, batch_size: int, generator: torch.Generator, device: torch.device
@@ -223,7 +242,8 @@ class DAFL(MaterializingSynthesizer):
 
     def extra_repr(self) -> str:
         hp = ", ".join(f"{k}={v}" for k, v in self.loss.hparams().items())
-        return f"fit_steps={self.fit_steps}, batch_size={self.batch_size}, lr={self.lr}, {hp}"
+        return (f"fit_steps={self.fit_steps}, batch_size={self.batch_size}, lr={self.lr}, "
+                f"jitter={self.jitter}, flip={self.flip}, {hp}")
 
 
 @register_synthesizer("dafl-online")

@@ -291,6 +291,40 @@ def test_dafl_input_stats_adds_its_term_and_steers_brightness():
     assert abs(means[1.0] - 0.2) < 0.05 and abs(means[1.0] - 0.2) < abs(means[0.0] - 0.2) - 0.05, means
 
 
+def test_dafl_jitter_and_flip_show_the_teacher_a_moved_copy(teacher):
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain = build("dafl")
+    assert plain.teacher_view(x, torch.Generator().manual_seed(0)) is x  # off by default: no copy, no draw
+    moved = build("dafl", jitter=2, flip=True)
+    copies = {(dy, dx, m): torch.roll(x, (dy, dx), (2, 3)).flip(3) if m else torch.roll(x, (dy, dx), (2, 3))
+              for dy in range(-2, 3) for dx in range(-2, 3) for m in (False, True)}
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        view = moved.teacher_view(x, g)
+        match = [key for key, copy in copies.items() if torch.equal(view, copy)]
+        assert match, "the teacher's view is not a roll/mirror of the batch"
+        seen.add(match[0])
+    assert len(seen) > 10 and any(m for _, _, m in seen) and any(not m for _, _, m in seen)
+    # the same seed gives the same set; the augmentation changes what the fit converges to
+    sets = {}
+    for name, opts in (("plain", {}), ("jitter", {"jitter": 2, "flip": True})):
+        runs = []
+        for _ in range(2):
+            synth = build("dafl", base_channels=8, fit_steps=3, batch_size=8, **opts)
+            g = torch.Generator().manual_seed(1)
+            synth.fit(teacher, g, CPU)
+            runs.append(synth.generate(teacher, 8, g, CPU))
+        assert torch.equal(runs[0], runs[1])
+        sets[name] = runs[0]
+    assert not torch.equal(sets["plain"], sets["jitter"])
+    assert "jitter=2, flip=True" in repr(moved)
+    for bad, match in (({"jitter": -1}, "jitter is a shift in whole pixels"), ({"jitter": 1.5}, "jitter is a shift"),
+                       ({"jitter": 28}, "jitter is a shift"), ({"flip": "yes"}, "flip must be true or false")):
+        with pytest.raises(ConfigError, match=match):
+            build("dafl", **bad)
+
+
 def test_dafl_loss_terms(teacher):
     x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     auto, auto_logs = DAFLLoss()(x, teacher)
