@@ -20,7 +20,7 @@ Sets from the plain teacher are then best distilled with grey-level copies of ea
 (``configs/distill/transfer-neighbours-grey.yaml``: 0.8345 ± 0.0116 over seeds 0-2, 0.914 × the
 teacher, against 0.7907 with the plain neighbours recipe); :func:`distill_recipe` names the
 recipe per teacher kind. DAFL at lr 0.005 and 400 steps moved single seeds by several points
-either way (before ``input_stats``), so lr 0.02 stays. A BN-free *chain* teacher (the LeNet-5 family) also
+either way, so 800 steps at lr 0.02 stay. A BN-free *chain* teacher (the LeNet-5 family) also
 hands its strongest units to the student (``student_init=teacher``, fine-tuned at lr 0.001:
 ``configs/distill/transfer-neighbours-grey-init.yaml``): 0.8505 ± 0.0017 over seeds 0-4, 0.931 ×
 the plain LeNet-5 (lr chosen on seed 1; seeds 3 and 4 held out: results/datafree-lenet5/).
@@ -30,11 +30,6 @@ normalisation) became part of the plain default in session 18: without it DAFL s
 objects on a white ground for some teachers, and their students lose several points. Chosen on
 val over three fresh plain teachers never used for tuning, with the weight fixed at 1 beforehand
 (``results/default-fresh-teachers/``).
-
-With the polarity fixed, a quarter of the DAFL fit (200 steps instead of 800) and half the chain
-recipe's epochs (100 instead of 200) tie the longer pipeline on val at about half its CPU: chosen
-on val over teachers 1-3, confirmed on teachers 4-6, which no choice had seen (session 19,
-``results/default-fresh-teachers/``).
 
 ``bn_layers="all"`` (match the classifier's BatchNorm1d statistics too, not only the conv layers'
 as the official code does): seeds 0 / 1 / 2 gave 0.8582 / 0.8580 / 0.8305 against 0.8342 /
@@ -67,7 +62,7 @@ class DefaultChoice:
 #: Measured defaults (see the module docstring); the keys name the teacher kind.
 DEFAULTS: dict[str, DefaultChoice] = {
     "batchnorm": DefaultChoice("fast", {"fit_rounds": 200, "bn_layers": "all"}, "the teacher has BatchNorm layers"),
-    "plain": DefaultChoice("dafl", {"fit_steps": 200, "batch_size": 256, "lr": 0.02, "input_stats": 1.0},
+    "plain": DefaultChoice("dafl", {"fit_steps": 800, "batch_size": 256, "lr": 0.02, "input_stats": 1.0},
                            "the teacher has no BatchNorm layers to match",
                            "configs/distill/transfer-neighbours-grey.yaml"),
 }
@@ -85,7 +80,7 @@ def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) ->
 
 
 def measured_options(method: str) -> dict[str, Any]:
-    """The CPU options measured best for ``method`` where it is a default (e.g. dafl's 200 steps at
+    """The CPU options measured best for ``method`` where it is a default (e.g. dafl's 800 steps at
     lr 0.02), else none: what a study that swaps in ``method`` should start from."""
     return next((dict(c.options) for c in DEFAULTS.values() if c.method == method), {})
 

@@ -196,7 +196,7 @@ def test_a_set_made_under_an_older_default_is_not_continued(toy, tmp_path, monke
 
 
 def test_paper_preset_replaces_the_measured_cpu_options(toy, tmp_path):
-    _, teacher = toy  # plain lenet5: auto picks dafl; the paper preset drops the measured lr 0.02 / 200 steps
+    _, teacher = toy  # plain lenet5: auto picks dafl; the paper preset drops the measured lr 0.02 / 800 steps
     from generators.dafl import DAFL
 
     cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu", preset="paper",
