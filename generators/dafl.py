@@ -229,9 +229,8 @@ class DAFL(MaterializingSynthesizer):
         return {**logs, "fit_steps": float(self.fit_steps)}
 
     def teacher_view(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """What the teacher scores during the fit: the batch itself, or its jittered/mirrored copy."""
-        if not (self.jitter or self.flip):
-            return images
+        """What the teacher scores during the fit: the batch itself (both options off: no draw), or
+        its jittered/mirrored copy."""
         return jitter_flip(images, self.jitter, self.flip, generator)
 
     def generate(
