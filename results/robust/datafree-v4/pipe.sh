@@ -1,13 +1,13 @@
 #!/bin/bash
-# Data-free robust pipeline on a PGD-trained lenet5_bn teacher (issue 19 item 4, session 20):
-# the default synthesis for a BN teacher (`dfkd synthesize --n 20000`, method auto), then RSLAD
+# Data-free robust pipeline for one teacher (issue 19 item 4, session 20; a PGD lenet5_bn, the TRADES lenet5):
+# the default synthesis (`dfkd synthesize --n 20000`, method auto: fast with BN, else dafl), then RSLAD
 # (the v2 recipe: 6,000 steps, random init, lr 0.05, mixup 1), scored on val (clean + PGD-20, eps 0.1).
 #   R=DIR SEED=S [SYNTH="synthesis overrides"] bash pipe.sh TEACHER_RUN_DIR NAME [distill overrides...]
 cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=1
 CFG=results/robust/datafree-v2/rslad-distill-config.yaml
 T=$1; N=$2; shift 2
-R=${R:-runs/robust-bn}
+R=${R:-runs/robust-v4}
 SEED=${SEED:-0}
 SET=${SET:-$R/$N-set}
 TV=$R/$(basename $T)-val   # the teacher on val (written once; atomic writes make a second writer harmless)
