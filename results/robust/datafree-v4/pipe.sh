@@ -11,7 +11,7 @@ R=${R:-runs/robust-v4}
 SEED=${SEED:-0}
 SET=${SET:-$R/$N-set}
 TV=$R/$(basename $T)-val   # the teacher on val (written once; atomic writes make a second writer harmless)
-[ -f $SET/meta.json ] || [ -f $SET/transfer_set/meta.json ] || python -m datafree_kd.cli synthesize --teacher $T/model.pt --n 20000 --out $SET seed=$SEED threads=1 $SYNTH || exit 1
+[ -f $SET/transfer_set/meta.json ] || python -m datafree_kd.cli synthesize --teacher $T/model.pt --n 20000 --out $SET seed=$SEED threads=1 $SYNTH || exit 1
 D=$R/$N
 [ -f $D/results.json ] || python -m datafree_kd.cli distill --config $CFG --out $D --teacher $T/model.pt source=transfer:$SET/transfer_set seed=$SEED threads=1 "$@" || exit 1
 [ -f $D-val/results.json ] || python -m datafree_kd.cli evaluate $D/model.pt --split val --attacks pgd20 --eps 0.1 --out $D-val latency_runs=0 threads=1
