@@ -60,6 +60,13 @@ Choices (defaults sized for 28/32 px teachers on a CPU; override any of them):
 * **Targets** are consecutive classes from a random start (:func:`make_targets`), so every batch
   is balanced and depends on its seed only; pass ``targets=`` to ``generate`` or set
   ``targets="random"`` for i.i.d. labels.
+* **Mixed targets** (ours, off by default): ``mix_fraction`` of the images are pulled, from the
+  middle iteration on, towards a two-class soft target -- weight ``lam ~ U(mix_range)`` on their
+  own class and ``1 - lam`` on the class the teacher ranks second on that image at that moment
+  (:func:`runner_up_mixture`). Why: inverting to one-hot targets draws class prototypes, while a
+  student also needs the regions between classes the teacher confuses (where a soft-label
+  distillation carries the most information). The runner-up is chosen by the teacher on the
+  half-inverted image, so no data and no class list is needed.
 * **Competition** follows the official ADI term at temperature 3 with one difference: we use the
   true Jensen-Shannon divergence in bits (``0.5 KL(P||M) + 0.5 KL(Q||M)`` over ``ln 2``, so it
   lies in [0, 1]) where the official code computes ``KL(M||P)`` terms on clamped probabilities.
@@ -211,6 +218,8 @@ class PriorSettings:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        if "mix_range" in d:
+            d["mix_range"] = list(d["mix_range"])
         return d
 
 
@@ -228,9 +237,17 @@ class InversionSettings(PriorSettings):
     tv_l2: float = 1e-3  # DeepInversion's own default; the shared prior default is 0
     competition_weight: float = 0.0
     temperature: float = 3.0
+    mix_fraction: float = 0.0
+    mix_range: tuple[float, float] = (0.4, 0.7)
 
     def __post_init__(self) -> None:
         self._check_priors()
+        self.mix_range = (float(self.mix_range[0]), float(self.mix_range[1]))
+        if not 0.0 <= self.mix_fraction <= 1.0:
+            raise ConfigError(f"mix_fraction must be in [0, 1], got {self.mix_fraction}")
+        low, high = self.mix_range
+        if not 0.0 <= low <= high <= 1.0:
+            raise ConfigError(f"mix_range must be (low, high) with 0 <= low <= high <= 1, got {self.mix_range}")
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.lr <= 0:
@@ -254,11 +271,14 @@ def split_settings(options: dict[str, Any]) -> tuple[InversionSettings, dict[str
 
 @dataclass
 class InversionResult:
-    """Final images in [0, 1], their targets, and the per-iteration loss terms (floats)."""
+    """Final images in [0, 1], their targets, and the per-iteration loss terms (floats).
+
+    ``soft_targets`` holds the class-probability rows the images ended on when mixing was on."""
 
     images: torch.Tensor
     targets: torch.Tensor
     history: list[dict[str, float]] = field(default_factory=list)
+    soft_targets: torch.Tensor | None = None
 
     def summary(self) -> dict[str, float]:
         """First and last values of each logged term (what a synthesis runner logs)."""
@@ -279,7 +299,9 @@ def inversion_objective(
     generator: torch.Generator,
     students: Sequence[nn.Module] = (),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """DeepInversion's loss for images ``x`` in [0, 1] (augmented here); returns (total, terms)."""
+    """DeepInversion's loss for images ``x`` in [0, 1] (augmented here); returns (total, terms).
+
+    ``targets`` are class indices, or rows of class probabilities (mixed targets)."""
     x_aug = jitter_flip(x, settings.jitter, settings.flip, generator)
     logits = teacher(x_aug)
     terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(logits.float(), targets)}
@@ -295,6 +317,36 @@ def inversion_objective(
         total = total + settings.competition_weight * terms["competition"]
     terms["total"] = total
     return total, terms
+
+
+@dataclass
+class MixPlan:
+    """Which images of a batch get a mixed target and their own-class weights (drawn once per batch)."""
+
+    mixed: torch.Tensor  # bool, one per image
+    own_weight: torch.Tensor  # lam in mix_range, one per image
+
+    @classmethod
+    def draw(cls, settings: InversionSettings, batch_size: int, generator: torch.Generator) -> "MixPlan":
+        mixed = torch.rand(batch_size, generator=generator) < settings.mix_fraction
+        low, high = settings.mix_range
+        own_weight = low + (high - low) * torch.rand(batch_size, generator=generator)
+        return cls(mixed, own_weight)
+
+
+def runner_up_mixture(teacher_logits: torch.Tensor, targets: torch.Tensor, plan: MixPlan) -> torch.Tensor:
+    """Soft targets: one-hot rows, except the planned images, which put ``lam`` on their class and
+    ``1 - lam`` on the class with the teacher's highest logit among the others."""
+    num_classes = teacher_logits.shape[1]
+    others = teacher_logits.detach().float().clone()
+    others.scatter_(1, targets.view(-1, 1), float("-inf"))
+    partner = others.argmax(1)
+    soft = F.one_hot(targets, num_classes).float()
+    rows = plan.mixed.to(targets.device).nonzero().flatten()
+    lam = plan.own_weight.to(soft.device)[rows]
+    soft[rows, targets[rows]] = lam
+    soft[rows, partner[rows]] = 1.0 - lam
+    return soft
 
 
 def _initial_pixels(
@@ -327,6 +379,9 @@ def invert(
     var = _initial_pixels(info, batch_size, settings.param, generator, device).requires_grad_(True)
     optimizer = torch.optim.Adam([var], lr=settings.lr, betas=settings.betas)
     competitors = list(students) if settings.competition_weight > 0 else []
+    # drawn only when mixing is on, so the default's random stream (and images) stay as before
+    plan = MixPlan.draw(settings, batch_size, generator) if settings.mix_fraction > 0 else None
+    objective_targets = targets
     history: list[dict[str, float]] = []
     with eval_mode(module, *competitors), bn_matching(
         module, settings.bn_weight, first_bn_multiplier=settings.first_bn_multiplier,
@@ -337,7 +392,11 @@ def invert(
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(settings.lr, it, settings.iterations)
             x = torch.sigmoid(var) if settings.param == "sigmoid" else var
-            total, terms = inversion_objective(teacher, bn, x, targets, settings, generator, competitors)
+            if plan is not None and it == settings.iterations // 2:
+                with torch.no_grad():
+                    objective_targets = runner_up_mixture(teacher(x), targets, plan)
+                bn.reset()  # that forward is not part of the objective
+            total, terms = inversion_objective(teacher, bn, x, objective_targets, settings, generator, competitors)
             (grad,) = torch.autograd.grad(total, [var])
             var.grad = grad
             optimizer.step()
@@ -349,7 +408,8 @@ def invert(
             bn.reset()
     with torch.no_grad():
         images = torch.sigmoid(var) if settings.param == "sigmoid" else var.clamp(0.0, 1.0)
-    return InversionResult(images.detach(), targets.detach(), history)
+    soft = objective_targets.detach() if plan is not None else None
+    return InversionResult(images.detach(), targets.detach(), history, soft)
 
 
 def make_targets(mode: str, batch_size: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:

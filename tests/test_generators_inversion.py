@@ -28,7 +28,9 @@ from generators.deepinversion import (
     competition_loss,
     image_prior_losses,
     jitter_flip,
+    MixPlan,
     make_targets,
+    runner_up_mixture,
 )
 from generators.fast import FastMeta, decision_adversarial_loss
 
@@ -232,6 +234,41 @@ def test_deepinversion_is_a_function_of_the_seed_and_honours_given_targets(teach
     assert torch.equal(synth.last_result.targets, targets)
 
 
+def test_runner_up_mixture_puts_the_rest_on_the_teachers_second_class():
+    logits = torch.tensor([[5.0, 1.0, 3.0, 0.0], [0.0, 4.0, 2.0, 6.0], [1.0, 0.0, 0.0, 9.0]])
+    targets = torch.tensor([0, 1, 3])
+    plan = MixPlan(mixed=torch.tensor([True, True, False]), own_weight=torch.tensor([0.6, 0.7, 0.5]))
+    soft = runner_up_mixture(logits, targets, plan)
+    expected = torch.tensor([[0.6, 0.0, 0.4, 0.0], [0.0, 0.7, 0.0, 0.3], [0.0, 0.0, 0.0, 1.0]])
+    assert torch.allclose(soft, expected)  # row 2: the runner-up is class 3 although it beats the target
+    assert torch.allclose(soft.sum(1), torch.ones(3))
+
+
+def test_mixed_targets_pull_images_between_the_target_and_its_runner_up(teacher):
+    """With every image mixed at lam = 0.5, the teacher ends far less sure of the target and puts
+    the rest on the chosen partner; off (the default), nothing is drawn or returned."""
+    common = dict(iterations=60, bn_weight=0.0, jitter=0, flip=False)
+    plain = DeepInversion(INFO, **common)
+    x_plain = plain.generate(teacher, 20, torch.Generator().manual_seed(0), CPU)
+    assert plain.last_result.soft_targets is None
+    mixed = DeepInversion(INFO, **common, mix_fraction=1.0, mix_range=(0.5, 0.5))
+    x_mixed = mixed.generate(teacher, 20, torch.Generator().manual_seed(0), CPU)
+    soft, targets = mixed.last_result.soft_targets, mixed.last_result.targets
+    rows = torch.arange(20)
+    assert torch.allclose(soft[rows, targets], torch.full((20,), 0.5))
+    partner = soft.clone()
+    partner[rows, targets] = 0
+    partner = partner.argmax(1)
+    assert (partner != targets).all() and torch.allclose(soft.sum(1), torch.ones(20))
+    with torch.no_grad():
+        p_plain, p_mixed = teacher(x_plain).softmax(1), teacher(x_mixed).softmax(1)
+    assert p_plain[rows, targets].mean() > 0.9
+    assert (p_mixed[rows, targets] - 0.5).abs().mean() < 0.15
+    assert p_mixed[rows, partner].mean() > 0.3
+    again = DeepInversion(INFO, **common, mix_fraction=1.0, mix_range=(0.5, 0.5))
+    assert torch.equal(x_mixed, again.generate(teacher, 20, torch.Generator().manual_seed(0), CPU))
+
+
 def test_deepinversion_rgb_32px():
     info = DatasetInfo("rgb", 10, 3, 32, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     t = fitted_lenet(channels=3, size=32)
@@ -246,6 +283,10 @@ def test_bad_options_are_reported():
         DeepInversion(INFO, iterations=0)
     with pytest.raises(TypeError, match="nonsense"):
         DeepInversion(INFO, nonsense=1)
+    with pytest.raises(ConfigError, match="mix_fraction"):
+        DeepInversion(INFO, mix_fraction=1.5)
+    with pytest.raises(ConfigError, match="mix_range"):
+        DeepInversion(INFO, mix_range=(0.8, 0.2))
     with pytest.raises(ConfigError, match="meta_lr"):
         FastMeta(INFO, meta_lr=2.0)
     with pytest.raises(TypeError, match="nonsense"):
