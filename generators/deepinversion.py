@@ -242,6 +242,8 @@ class InversionSettings(PriorSettings):
 
     def __post_init__(self) -> None:
         self._check_priors()
+        if not isinstance(self.mix_range, (tuple, list)) or len(self.mix_range) != 2:
+            raise ConfigError(f"mix_range must be two numbers (low, high), got {self.mix_range!r}")
         self.mix_range = (float(self.mix_range[0]), float(self.mix_range[1]))
         if not 0.0 <= self.mix_fraction <= 1.0:
             raise ConfigError(f"mix_fraction must be in [0, 1], got {self.mix_fraction}")

@@ -287,6 +287,8 @@ def test_bad_options_are_reported():
         DeepInversion(INFO, mix_fraction=1.5)
     with pytest.raises(ConfigError, match="mix_range"):
         DeepInversion(INFO, mix_range=(0.8, 0.2))
+    with pytest.raises(ConfigError, match="two numbers"):
+        DeepInversion(INFO, mix_range=[0.5])
     with pytest.raises(ConfigError, match="meta_lr"):
         FastMeta(INFO, meta_lr=2.0)
     with pytest.raises(TypeError, match="nonsense"):
