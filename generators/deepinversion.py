@@ -216,11 +216,8 @@ class PriorSettings:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        if "mix_range" in d:
-            d["mix_range"] = list(d["mix_range"])
-        return d
+        """Plain values for YAML/JSON: tuples (``betas``, ``mix_range``) become lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -245,8 +242,9 @@ class InversionSettings(PriorSettings):
         if not isinstance(self.mix_range, (tuple, list)) or len(self.mix_range) != 2:
             raise ConfigError(f"mix_range must be two numbers (low, high), got {self.mix_range!r}")
         self.mix_range = (float(self.mix_range[0]), float(self.mix_range[1]))
-        if not 0.0 <= self.mix_fraction <= 1.0:
-            raise ConfigError(f"mix_fraction must be in [0, 1], got {self.mix_fraction}")
+        if isinstance(self.mix_fraction, bool) or not isinstance(self.mix_fraction, (int, float)) \
+                or not 0.0 <= self.mix_fraction <= 1.0:
+            raise ConfigError(f"mix_fraction must be a number in [0, 1], got {self.mix_fraction!r}")
         low, high = self.mix_range
         if not 0.0 <= low <= high <= 1.0:
             raise ConfigError(f"mix_range must be (low, high) with 0 <= low <= high <= 1, got {self.mix_range}")

@@ -283,8 +283,9 @@ def test_bad_options_are_reported():
         DeepInversion(INFO, iterations=0)
     with pytest.raises(TypeError, match="nonsense"):
         DeepInversion(INFO, nonsense=1)
-    with pytest.raises(ConfigError, match="mix_fraction"):
-        DeepInversion(INFO, mix_fraction=1.5)
+    for bad in (1.5, "half"):
+        with pytest.raises(ConfigError, match="mix_fraction"):
+            DeepInversion(INFO, mix_fraction=bad)
     with pytest.raises(ConfigError, match="mix_range"):
         DeepInversion(INFO, mix_range=(0.8, 0.2))
     with pytest.raises(ConfigError, match="two numbers"):
