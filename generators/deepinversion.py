@@ -67,6 +67,13 @@ Choices (defaults sized for 28/32 px teachers on a CPU; override any of them):
   student also needs the regions between classes the teacher confuses (where a soft-label
   distillation carries the most information). The runner-up is chosen by the teacher on the
   half-inverted image, so no data and no class list is needed.
+* **Starting images** (ours, off by default): ``start_from`` names one or more transfer sets
+  (a path or a comma list) whose images each batch starts from, drawn at random, instead of noise
+  (:class:`StartImages`). Why: on a robust teacher without BatchNorm, inversion from noise falls
+  into one prototype per class (near-identical images within a class), so the set covers little
+  of what the teacher calls that class. Starting from another synthesizer's images (e.g. a DAFL
+  set) keeps their diversity while the teacher's gradients pull each towards its target; a lower
+  ``lr`` keeps more of the start. Only synthetic sets are read, so the run stays data-free.
 * **Competition** follows the official ADI term at temperature 3 with one difference: we use the
   true Jensen-Shannon divergence in bits (``0.5 KL(P||M) + 0.5 KL(Q||M)`` over ``ln 2``, so it
   lies in [0, 1]) where the official code computes ``KL(M||P)`` terms on clamped probabilities.
@@ -360,6 +367,53 @@ def _initial_pixels(
     return (mean + std * noise).clamp_(0.0, 1.0).to(device)
 
 
+def _starting_pixels(start: torch.Tensor, info: DatasetInfo, batch_size: int, param: str,
+                     device: torch.device) -> torch.Tensor:
+    """Given images in [0, 1] as the optimised variables (logits under ``param="sigmoid"``)."""
+    if tuple(start.shape) != (batch_size, *info.shape):
+        raise ValueError(f"start images must have shape {(batch_size, *info.shape)}, got {tuple(start.shape)}")
+    x = start.detach().float().clamp(0.0, 1.0).to(device)
+    return torch.logit(x, eps=1e-3) if param == "sigmoid" else x.clone()
+
+
+class StartImages:
+    """Images from one or more transfer sets that inversion batches start from instead of noise.
+
+    ``paths`` is a path or a comma list (the same form as ``dfkd distill --source transfer:``).
+    Held as stored (uint8 or float16); :meth:`draw` picks a batch at random from the caller's
+    generator, so a batch stays a function of its seed (what resuming a synthesis relies on).
+    """
+
+    def __init__(self, paths: str | Sequence[str], info: DatasetInfo) -> None:
+        from datafree_kd.transfer_set import open_transfer_set
+
+        names = [p.strip() for p in paths.split(",")] if isinstance(paths, str) else [str(p) for p in paths]
+        names = [p for p in names if p]
+        if not names:
+            raise ConfigError("start_from names no transfer set")
+        parts = []
+        for name in names:
+            images = open_transfer_set(name).load().images
+            if tuple(images.shape[1:]) != tuple(info.shape):
+                raise ConfigError(f"start_from set {name} holds images of shape {tuple(images.shape[1:])}, "
+                                  f"but the teacher takes {tuple(info.shape)}")
+            parts.append(images if images.dtype == torch.uint8 else images.float())
+        if len({p.dtype for p in parts}) > 1:
+            parts = [p.float() / 255 if p.dtype == torch.uint8 else p for p in parts]
+        self.images = torch.cat(parts)
+        if len(self.images) == 0:
+            raise ConfigError(f"start_from sets {', '.join(names)} hold no images")
+        self.paths = names
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``batch_size`` images in [0, 1], drawn with replacement."""
+        picked = self.images[torch.randint(0, len(self.images), (batch_size,), generator=generator)]
+        return picked.float() / 255 if picked.dtype == torch.uint8 else picked.float()
+
+
 def invert(
     teacher: TeacherFn,
     info: DatasetInfo,
@@ -368,15 +422,21 @@ def invert(
     generator: torch.Generator,
     device: torch.device,
     students: Sequence[nn.Module] = (),
+    start: torch.Tensor | None = None,
 ) -> InversionResult:
-    """Optimise a fresh batch of pixels (one per target) against the frozen teacher.
+    """Optimise a batch of pixels (one per target) against the frozen teacher, from noise or
+    from ``start`` (images in [0, 1], one per target).
 
     ``students`` only matter when ``settings.competition_weight > 0`` (Adaptive DeepInversion).
     """
     module = as_module(teacher)
     targets = targets.to(device)
     batch_size = targets.numel()
-    var = _initial_pixels(info, batch_size, settings.param, generator, device).requires_grad_(True)
+    if start is None:
+        var = _initial_pixels(info, batch_size, settings.param, generator, device)
+    else:
+        var = _starting_pixels(start, info, batch_size, settings.param, device)
+    var.requires_grad_(True)
     optimizer = torch.optim.Adam([var], lr=settings.lr, betas=settings.betas)
     competitors = list(students) if settings.competition_weight > 0 else []
     # drawn only when mixing is on, so the default's random stream (and images) stay as before
@@ -489,11 +549,12 @@ class DeepInversion(MaterializingSynthesizer):
     paper_options = {"iterations": 2000}
     smoke_options = {"iterations": 2}
 
-    def __init__(self, info: DatasetInfo, **options: Any) -> None:
+    def __init__(self, info: DatasetInfo, start_from: str | Sequence[str] | None = None, **options: Any) -> None:
         super().__init__(info)
         self.settings, rest = split_settings(options)
         if rest:
             raise TypeError(f"unexpected options for {type(self).__name__}: {', '.join(sorted(rest))}")
+        self.start_images = StartImages(start_from, info) if start_from else None
         self.last_result: InversionResult | None = None
 
     def _students(self) -> list[nn.Module]:
@@ -511,11 +572,14 @@ class DeepInversion(MaterializingSynthesizer):
             targets = make_targets(self.settings.targets, batch_size, self.info.num_classes, generator)
         elif targets.numel() != batch_size:
             raise ValueError(f"got {targets.numel()} targets for a batch of {batch_size}")
-        self.last_result = invert(teacher, self.info, targets, self.settings, generator, device, self._students())
+        start = self.start_images.draw(batch_size, generator) if self.start_images is not None else None
+        self.last_result = invert(teacher, self.info, targets, self.settings, generator, device,
+                                  self._students(), start=start)
         return self.last_result.images
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
+        starts = f"start_from={','.join(self.start_images.paths)}, " if self.start_images is not None else ""
+        return starts + ", ".join(f"{k}={v}" for k, v in self.settings.to_dict().items())
 
 
 @register_synthesizer("adi")
