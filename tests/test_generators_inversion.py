@@ -29,6 +29,7 @@ from generators.deepinversion import (
     image_prior_losses,
     jitter_flip,
     MixPlan,
+    StartImages,
     make_targets,
     runner_up_mixture,
 )
@@ -267,6 +268,66 @@ def test_mixed_targets_pull_images_between_the_target_and_its_runner_up(teacher)
     assert p_mixed[rows, partner].mean() > 0.3
     again = DeepInversion(INFO, **common, mix_fraction=1.0, mix_range=(0.5, 0.5))
     assert torch.equal(x_mixed, again.generate(teacher, 20, torch.Generator().manual_seed(0), CPU))
+
+
+def start_set(path, images: torch.Tensor, info: DatasetInfo = INFO) -> str:
+    """A small transfer set holding ``images`` (what ``start_from`` reads)."""
+    from datafree_kd.transfer_set import TransferSet
+
+    ts = TransferSet.create(path, info, "dafl", {}, "0123456789abcdef", seed=0)
+    ts.append(images)
+    ts.flush()
+    return str(path)
+
+
+def test_start_from_begins_at_the_sets_images_and_the_teacher_pulls_them_to_the_target(teacher, tmp_path):
+    """With one update the images are still the set's (each output within one step of a start
+    image); with 60 they reach their targets; a batch is a function of its seed."""
+    g = torch.Generator().manual_seed(7)
+    starts = (torch.rand(12, 1, 28, 28, generator=g) * 255).round() / 255
+    starts[:, :, :, :14] = 0.0  # a shape noise would not draw: the left half dark
+    path = start_set(tmp_path / "a", starts)
+    common = dict(bn_weight=0.0, jitter=0, flip=False, tv_l2=0.0)
+    one = DeepInversion(INFO, start_from=path, iterations=1, lr=1e-3, **common)
+    assert len(one.start_images) == 12
+    x = one.generate(teacher, 16, torch.Generator().manual_seed(0), CPU)
+    nearest = torch.cdist(x.flatten(1), starts.flatten(1)).min(1).values
+    assert nearest.max() < 1e-3 * 28 + 1e-4  # Adam moves each pixel by at most ~lr
+    assert x[:, :, :, :14].abs().max() < 2e-3
+    noise = DeepInversion(INFO, iterations=1, lr=1e-3, **common).generate(teacher, 16, torch.Generator().manual_seed(0), CPU)
+    assert noise[:, :, :, :14].mean() > 0.2  # from noise the left half is not dark
+    many = DeepInversion(INFO, start_from=path, iterations=60, **common)
+    y = many.generate(teacher, 20, torch.Generator().manual_seed(3), CPU)
+    with torch.no_grad():
+        hit = (teacher(y).argmax(1) == many.last_result.targets).float().mean()
+    assert hit > 0.9
+    again = DeepInversion(INFO, start_from=path, iterations=60, **common)
+    assert torch.equal(y, again.generate(teacher, 20, torch.Generator().manual_seed(3), CPU))
+    logits = DeepInversion(INFO, start_from=path, iterations=1, lr=1e-3, param="sigmoid", **common)
+    z = logits.generate(teacher, 8, torch.Generator().manual_seed(0), CPU)
+    assert torch.cdist(z.flatten(1), starts.flatten(1)).min(1).values.max() < 0.1  # logit round trip
+
+
+def test_start_from_reads_several_sets_and_refuses_bad_ones(tmp_path):
+    a = start_set(tmp_path / "a", torch.zeros(3, 1, 28, 28))
+    b = start_set(tmp_path / "b", torch.ones(5, 1, 28, 28))
+    both = StartImages(f"{a}, {b}", INFO)
+    assert len(both) == 8 and both.paths == [a, b]
+    drawn = both.draw(400, torch.Generator().manual_seed(0))
+    assert drawn.shape == (400, 1, 28, 28) and drawn.dtype == torch.float32
+    assert 0.5 < (drawn.flatten(1).mean(1) == 1).float().mean() < 0.75  # 5 of 8 are white
+    rgb = DatasetInfo("rgb", 10, 3, 32, (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ConfigError, match=r"shape \(1, 28, 28\).*takes \(3, 32, 32\)"):
+        DeepInversion(rgb, start_from=a)
+    with pytest.raises(ConfigError, match="names no transfer set"):
+        StartImages(" , ", INFO)
+    from datafree_kd.transfer_set import TransferSet
+
+    TransferSet.create(tmp_path / "empty", INFO, "dafl", {}, "0123456789abcdef", seed=0)
+    with pytest.raises(ConfigError, match="hold no images"):
+        StartImages(str(tmp_path / "empty"), INFO)
+    with pytest.raises(Exception, match="missing|not found|no such|does not exist"):
+        DeepInversion(INFO, start_from=str(tmp_path / "nowhere"))
 
 
 def test_deepinversion_rgb_32px():
