@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -40,6 +41,8 @@ AUTO = "auto"
 DEFAULT_METHOD = AUTO
 #: seed offset between the synthesizers of a ``generators=K`` run
 GENERATOR_SEED_STRIDE = 100
+#: the number formats a fit can run its forward passes in (autocast); ``float32`` runs none
+FIT_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -64,6 +67,15 @@ class SynthesizeConfig(RuntimeSettings):
     #: seed ``seed + GENERATOR_SEED_STRIDE * j``): one fitted generator covers a narrow part of
     #: what the teacher knows, several cover more at the same set size
     generators: int = 1
+    #: ``bfloat16``: the synthesizer's generator networks compute in bf16 during the fit (autocast;
+    #: their images come out float32, and the teacher stays float32: with the teacher in bf16 too,
+    #: DAFL's fit stalled, measured). Why: a generator fit is mostly convolutions at 64 channels,
+    #: which CPUs with bf16 matrix units (Intel AMX) and GPUs run several times faster in bf16.
+    #: Generated images, their labels and the saved fit stay float32; the set is a different draw.
+    fit_precision: str = "float32"
+    #: the synthesizer's and the teacher's conv weights (and so the activations) in NHWC during the
+    #: fit: oneDNN's faster layout on CPUs; numerically the same computation up to summation order
+    channels_last: bool = False
 
     def validate(self) -> None:
         if not self.teacher:
@@ -75,6 +87,10 @@ class SynthesizeConfig(RuntimeSettings):
             raise ConfigError("shard_size must be a multiple of batch_size (resume restarts at a shard boundary)")
         if self.dtype not in ("uint8", "float16"):
             raise ConfigError("dtype must be uint8 or float16")
+        if self.fit_precision not in FIT_PRECISIONS:
+            raise ConfigError(f"fit_precision must be one of {', '.join(FIT_PRECISIONS)}, got {self.fit_precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last must be true or false, got {self.channels_last!r}")
         if self.shard:
             parse_shard(self.shard)
         if self.generators > 1 and self.shard:
@@ -243,6 +259,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=_teacher_info(cfg)).to(device)
     method, options, choice = resolve_method(cfg, teacher.model)
     synthesizer = build_synthesizer(method, teacher.info, options)
+    check_fit_precision(cfg, synthesizer, method)
     set_path = run.path / "transfer_set"
     state_path = run.path / "synthesizer.pt"
     config = config_to_dict(cfg)
@@ -310,6 +327,38 @@ def _open_or_create(path: Path, cfg: SynthesizeConfig, method: str, options: dic
                               teacher.fingerprint, cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
 
 
+def check_fit_precision(cfg: SynthesizeConfig, synthesizer: torch.nn.Module, method: str) -> None:
+    """A bf16 fit needs a generator network to run in it (before anything is written)."""
+    from generators.networks import DCGANGenerator
+
+    if FIT_PRECISIONS[cfg.fit_precision] is not None and not any(
+            isinstance(m, DCGANGenerator) for m in synthesizer.modules()):
+        raise ConfigError(f"fit_precision={cfg.fit_precision} applies to generator networks, and {method} "
+                          "fits none: leave it at float32")
+
+
+@contextmanager
+def fit_numerics(cfg: SynthesizeConfig, synthesizer: torch.nn.Module, teacher: torch.nn.Module) -> Iterator[None]:
+    """The fit's number format and memory layout (``fit_precision``, ``channels_last``); everything
+    gets its defaults back afterwards, so what is saved and generated is laid out as always."""
+    from generators.networks import DCGANGenerator
+
+    dtype = FIT_PRECISIONS[cfg.fit_precision]
+    networks = [m for m in synthesizer.modules() if isinstance(m, DCGANGenerator)] if dtype is not None else []
+    modules = [synthesizer, teacher] if cfg.channels_last else []
+    for module in modules:
+        module.to(memory_format=torch.channels_last)
+    for network in networks:
+        network.compute_dtype = dtype
+    try:
+        yield
+    finally:
+        for network in networks:
+            network.compute_dtype = None
+        for module in modules:
+            module.to(memory_format=torch.contiguous_format)
+
+
 def _fitted(synthesizer: Any, state_path: Path, teacher: Any, cfg: SynthesizeConfig, method: str,
             device: torch.device) -> tuple[Any, dict[str, float], float]:
     """Fit once per output directory: a saved fit is loaded (a resumed run, or another part's)."""
@@ -319,7 +368,8 @@ def _fitted(synthesizer: Any, state_path: Path, teacher: Any, cfg: SynthesizeCon
             synthesizer.to(device)
             return synthesizer, {}, 0.0
         began = time.perf_counter()
-        fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
+        with fit_numerics(cfg, synthesizer, teacher.model):
+            fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
         check_finite(fit_logs, f"fitting {method}")
         crash_point("synthesis.fitted")
         atomic_torch_save(synthesizer.state_dict(), state_path)
@@ -397,6 +447,9 @@ def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, method: str, o
     changed = [k for k in ("batch_size", "dtype", "seed") if saved.get(k) != current.get(k)]
     if saved.get("generators", 1) != current.get("generators", 1):  # sets from before the field: one
         changed.append("generators")
+    for name, before in (("fit_precision", "float32"), ("channels_last", False)):  # sets from before the fields
+        if saved.get(name, before) != current.get(name, before):
+            changed.append(name)
     if meta.get("synthesizer") != method:
         changed.append("method")
     if saved.get("resolved_options", saved.get("options")) != options:

@@ -96,7 +96,18 @@ class DCGANGenerator(nn.Module):
         """``n`` images in [0, 1] from fresh latents drawn with ``rng`` (no graph kept)."""
         return self(sample_latent(n, self.latent_dim, rng, device))
 
+    #: set (e.g. to ``torch.bfloat16``) to run the layers under autocast in that format; the images
+    #: come out float32 whatever it is (``dfkd synthesize fit_precision=``). Not part of the state.
+    compute_dtype: torch.dtype | None = None
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.compute_dtype is None:
+            return self._images(z)
+        with torch.autocast(z.device.type, dtype=self.compute_dtype):
+            images = self._images(z)
+        return images.float()
+
+    def _images(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z).view(z.shape[0], self.base_channels, self.seed_size, self.seed_size)
         x = self.blocks(self.seed_norm(x))
         return torch.sigmoid(self.to_image(x))

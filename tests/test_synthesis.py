@@ -291,3 +291,56 @@ def test_a_set_is_not_continued_under_another_generator_count(toy, blobs, tmp_pa
     with pytest.raises(ConfigError, match="different generators"):
         run_synthesis(_cfg(teacher, n=64), tmp_path / "two")
     assert {d: TransferSet.open(tmp_path / d / "transfer_set").checksum() for d in ("one", "two")} == before
+
+
+def test_generator_compute_dtype_runs_in_bf16_and_returns_float32():
+    from generators.networks import DCGANGenerator
+
+    torch.manual_seed(0)
+    net = DCGANGenerator(1, 28, latent_dim=16, base_channels=16)
+    z = torch.randn(8, 16)
+    exact = net(z)
+    net.compute_dtype = torch.bfloat16
+    fast = net(z)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    assert 0 < (fast - exact).abs().max() < 0.05  # rounded (so autocast ran), but the same images
+    assert "compute_dtype" not in str(list(net.state_dict()))
+
+
+def test_fit_numerics_speed_options_fit_in_bf16_and_channels_last_and_leave_nothing_behind(toy, tmp_path, monkeypatch):
+    """The fit sees bf16 generators and NHWC weights; afterwards the generator, the saved fit and
+    the teacher are back to float32 / the default layout; a set is not continued under other
+    numerics; a method without a generator network refuses bf16 before writing anything."""
+    from generators.dafl import DAFL
+
+    _, teacher = toy
+    seen = {}
+    original = DAFL.fit
+
+    def spying_fit(self, teacher_model, generator, device):
+        seen["dtype"] = self.generator.compute_dtype
+        seen["conv_nhwc"] = self.generator.to_image.weight.is_contiguous(memory_format=torch.channels_last)
+        seen["teacher_nhwc"] = all(p.is_contiguous(memory_format=torch.channels_last)
+                                   for p in teacher_model.parameters() if p.dim() == 4)
+        return original(self, teacher_model, generator, device)
+
+    monkeypatch.setattr(DAFL, "fit", spying_fit)
+    base = dict(teacher=str(teacher), method="dafl", n=64, batch_size=32, shard_size=64, device="cpu",
+                options={"fit_steps": 3, "base_channels": 8})
+    results = run_synthesis(SynthesizeConfig(**base, fit_precision="bfloat16", channels_last=True), tmp_path / "bf")
+    assert seen == {"dtype": torch.bfloat16, "conv_nhwc": True, "teacher_nhwc": True}
+    assert results["count"] == 64 and all(torch.isfinite(torch.tensor(v)) for v in results["fit_logs"].values())
+    state = torch.load(tmp_path / "bf" / "synthesizer.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in state.values() if t.is_floating_point())
+    transfer = TransferSet.open(tmp_path / "bf" / "transfer_set")
+    assert transfer.meta["synthesizer_config"]["fit_precision"] == "bfloat16"
+    with pytest.raises(ConfigError, match="different fit_precision, channels_last"):
+        run_synthesis(SynthesizeConfig(**{**base, "n": 96}), tmp_path / "bf")
+    run_synthesis(SynthesizeConfig(**base), tmp_path / "fp")
+    assert seen == {"dtype": None, "conv_nhwc": False, "teacher_nhwc": False}
+    with pytest.raises(ConfigError, match="deepinversion fits none"):
+        run_synthesis(SynthesizeConfig(**{**base, "method": "deepinversion", "options": {"iterations": 1}},
+                                       fit_precision="bfloat16"), tmp_path / "di")
+    assert not (tmp_path / "di" / "transfer_set").exists()
+    with pytest.raises(ConfigError, match="fit_precision must be one of"):
+        SynthesizeConfig(**base, fit_precision="half").validate()
