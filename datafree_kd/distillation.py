@@ -102,6 +102,13 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: probability of handing the teacher an image's negative (1 - x) instead of it (0 = off)
     invert: float = 0.0
     amp: bool = True
+    #: ``bfloat16``: teacher and student passes under bf16 autocast on any device (no loss scaling;
+    #: weights, optimiser and losses stay float32). Why: CPUs with bf16 matrix units (Intel AMX) run
+    #: ResNet-sized convolutions 2-4x faster; LeNet-sized ones barely gain. ``float32``: as before
+    #: (``amp`` still gives float16 on CUDA).
+    precision: str = "float32"
+    #: teacher and student conv weights in NHWC (oneDNN's faster layout on CPUs)
+    channels_last: bool = False
     checkpoint_every: int = 500
     log_every: int = 50
     eval_every: int = 0
@@ -136,6 +143,10 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
         for name in non_negative:
             if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ConfigError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last must be true or false, got {self.channels_last!r}")
         if self.student_init not in ("random", "teacher"):
             raise ConfigError(f"student_init must be random or teacher, got {self.student_init!r}")
         if self.student_init == "teacher" and "," in self.teacher:
@@ -463,9 +474,12 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool, ranks: Ranks, device: to
     crop = cfg.crop_padding if cfg.crop_padding is not None else int(recipe.get("crop_padding", 0))
     hflip = cfg.hflip if cfg.hflip is not None else bool(recipe.get("hflip", False))
     settings = LoopSettings(cfg.batch_size, cfg.grad_clip, cfg.amp, crop, hflip, cfg.mixup, cfg.blur, cfg.brightness,
-                            cfg.invert)
+                            cfg.invert, bfloat16=cfg.precision == "bfloat16")
     if cfg.student_init == "teacher":
         _start_from_teacher(cfg, slots, teacher, source, settings, device)
+    if cfg.channels_last:
+        for model in [teacher] + [slot.model for slot in slots]:
+            model.to(memory_format=torch.channels_last)
     distiller = Distiller(teacher, slots, source, settings, device, ranks)
     distiller.setup_objectives(info.shape)
     for slot in slots:

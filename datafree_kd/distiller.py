@@ -48,6 +48,8 @@ class LoopSettings:
     blur: float = 0.0
     brightness: float = 0.0
     invert: float = 0.0
+    #: bf16 autocast for the teacher and student passes, on any device (``amp`` is CUDA float16)
+    bfloat16: bool = False
 
 
 class _Tapped:
@@ -80,8 +82,8 @@ class Distiller:
     scaler: torch.amp.GradScaler = field(init=False)
 
     def __post_init__(self) -> None:
-        amp = self.settings.amp and self.device.type == "cuda"
-        self.amp = amp
+        amp = self.settings.amp and self.device.type == "cuda" and not self.settings.bfloat16
+        self.amp = amp  # float16 with loss scaling; bf16 needs no scaler
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
         if self.ranks.enabled:
             for slot in self.students:
@@ -92,6 +94,8 @@ class Distiller:
                              for s in self.students]
 
     def _autocast(self):
+        if self.settings.bfloat16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
 
     def setup_objectives(self, example_shape: tuple[int, ...]) -> None:

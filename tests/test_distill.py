@@ -69,6 +69,35 @@ def test_kd_real_writes_contract_and_learns(toy_teacher, tmp_path):
     assert student.spec.arch == "lenet5_half"
 
 
+def test_bf16_channels_last_distillation_runs_its_passes_in_bf16_and_still_learns(toy_teacher, tmp_path, monkeypatch):
+    """precision=bfloat16: the teacher's and the student's passes come out bf16 (autocast on the
+    CPU), weights stay float32 in NHWC, and the student learns about as well as in float32."""
+    from datafree_kd import distiller as engine
+
+    data, teacher = toy_teacher
+    seen = []
+    original = engine.Distiller.step
+
+    def spying_step(self, generator):
+        x = torch.rand(4, 1, 28, 28)
+        with torch.no_grad(), self._autocast():
+            seen.append((self.teacher(x).dtype, self.students[0].model(x).dtype,
+                         next(self.students[0].model.parameters()).dtype,
+                         all(p.is_contiguous(memory_format=torch.channels_last)
+                             for p in self.teacher.parameters() if p.dim() == 4)))
+        return original(self, generator)
+
+    monkeypatch.setattr(engine.Distiller, "step", spying_step)
+    fast = run_distillation(_cfg(data, teacher, precision="bfloat16", channels_last=True, epochs=3), tmp_path / "bf")
+    assert set(seen) == {(torch.bfloat16, torch.bfloat16, torch.float32, True)}
+    seen.clear()
+    exact = run_distillation(_cfg(data, teacher, epochs=3), tmp_path / "fp")
+    assert set(seen) == {(torch.float32, torch.float32, torch.float32, False)}
+    assert fast["test_accuracy"] > 0.8 and abs(fast["test_accuracy"] - exact["test_accuracy"]) < 0.1
+    saved = load_model(tmp_path / "bf" / "model.pt").model
+    assert all(p.dtype == torch.float32 for p in saved.parameters())
+
+
 def test_data_free_run_cannot_touch_training_data(toy_teacher, tmp_path, monkeypatch):
     data, teacher = toy_teacher
     results = run_distillation(_cfg(data, teacher, source="online:noise", steps=6, epochs=0, val_fraction=0.0),
@@ -166,6 +195,8 @@ def test_confidence_weighting_prefers_the_sure_teacher():
      ({"mixup": -0.5}, "mixup must be >= 0"), ({"blur": -1.0}, "blur must be >= 0"),
      ({"brightness": 1.5}, "brightness is a maximum darkening in"),
      ({"invert": 1.5}, "invert is a probability in"), ({"invert": -0.1}, "invert is a probability in"),
+     ({"precision": "half"}, "precision must be float32 or bfloat16"),
+     ({"channels_last": "yes"}, "channels_last must be true or false"),
      ({"select_images": 10}, "select_images must be >= 0 and needs student_init=teacher"),
      ({"class_balance": True}, "class_balance draws from a transfer set"),
      ({"student_init": "imagenet"}, "student_init must be random or teacher"),
