@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,18 +24,9 @@ import torch.nn.functional as F
 from datafree_kd.models import create_model
 from generators.networks import DCGANGenerator
 
+from bench_step_parts import median_ms  # same directory: run as `python benchmarks/bench_precision.py`
+
 MODES = ("float32", "float32+NHWC", "bf16+NHWC")
-
-
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):  # warm-up (oneDNN picks and caches its kernels)
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def numerics(mode: str):
