@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default=str(REPO / "results/teachers/fmnist-lenet5-bn/model.pt"))
     parser.add_argument("--against", help="a git revision to measure side by side (e.g. the previous main)")
-    parser.add_argument("--methods", default=DEFAULT_METHODS)
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma list, or 'none' to skip the per-method rows")
     parser.add_argument("--images", type=int, default=1024, help="images per synthesizer measurement")
     parser.add_argument("--distill-images", type=int, default=4096, help="size of the set the loop is timed on")
     parser.add_argument("--loop-method", help="method of the set the loop is timed on (default: dfkd's default)")
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--val-target", type=float, default=0.80)
     parser.add_argument("--pipeline", action="store_true", help="also the default pipeline at 20k images")
+    parser.add_argument("--no-loop", action="store_true", help="skip the distillation-loop rows")
     parser.add_argument("--work", help="scratch directory (default: a temporary one, removed afterwards)")
     args = parser.parse_args()
     teacher = str(Path(args.teacher).resolve())
@@ -108,7 +109,7 @@ def main() -> None:
         roots[args.against] = checkout(args.against, work / "against")
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
-        for method in args.methods.split(","):
+        for method in ([] if args.methods == "none" else args.methods.split(",")):
             got = {}
             for label, root in roots.items():
                 try:
@@ -120,13 +121,14 @@ def main() -> None:
                      (f"{method}: images/s", {k: v["images_per_s"] for k, v in got.items()}),
                      (f"{method}: CPU min ({args.images} images)", {k: v["cpu_min"] for k, v in got.items()})]
         loop = {}
-        for label, root in roots.items():
+        for label, root in ([] if args.no_loop else roots.items()):
             base = work / label.replace(" ", "-")
             synthesis(root, teacher, args.loop_method, args.distill_images, base / "loop-set")
             loop[label] = distillation(root, teacher, base / "loop-set", base / "loop", args.steps or None,
                                        args.eval_every, args.val_target)
-        for key, name in (("steps_per_s", "distill: steps/s"), ("cpu_min_to_target", f"distill: CPU min to val >= {args.val_target}"),
-                          ("val_accuracy", "distill: final val"), ("cpu_min", "distill: CPU min")):
+        loop_rows = (("steps_per_s", "distill: steps/s"), ("cpu_min_to_target", f"distill: CPU min to val >= {args.val_target}"),
+                     ("val_accuracy", "distill: final val"), ("cpu_min", "distill: CPU min"))
+        for key, name in (() if args.no_loop else loop_rows):
             rows.append((name, {k: v[key] for k, v in loop.items()}))
         if args.pipeline:
             whole = {}
