@@ -197,8 +197,9 @@ def test_demo_smoke_runs_the_whole_pipeline_on_fashion_mnist(tmp_path):
 
 
 def test_a_key_added_at_its_default_keeps_older_stage_caches_valid():
-    """`generators` joined SynthesizeConfig after caches existed: at its default the stage key is
-    the key of the same config without the field (old caches match); set, it is a new stage."""
+    """`generators`, `fit_precision` and `channels_last` joined SynthesizeConfig after caches
+    existed: at their defaults the stage key is the key of the same config without the fields
+    (old caches match); set, it is a new stage."""
     import hashlib
     from types import SimpleNamespace
 
@@ -211,16 +212,39 @@ def test_a_key_added_at_its_default_keeps_older_stage_caches_valid():
     inputs = {"teacher": SimpleNamespace(fingerprint="f00d", artefact=lambda kind, name: "t.pt")}
     cfg = SynthesizeConfig(teacher="t.pt", n=64)
     old = {k: v for k, v in config_to_dict(cfg).items()
-           if k not in stage.unhashed_keys | {"generators", "teacher"}}
+           if k not in stage.unhashed_keys | {"generators", "fit_precision", "channels_last", "teacher"}}
     blob = json.dumps({"kind": stage.kind, "config": old, "inputs": {"teacher": "f00d"},
                        "content": stage.content_key(cfg)}, sort_keys=True, default=str)
     assert stage_key(stage, cfg, inputs, "synthetic") == hashlib.sha256(blob.encode()).hexdigest()[:KEY_LENGTH]
-    wider = SynthesizeConfig(teacher="t.pt", n=64, generators=3)
-    assert stage_key(stage, wider, inputs, "synthetic") != stage_key(stage, cfg, inputs, "synthetic")
+    for change in ({"generators": 3}, {"fit_precision": "bfloat16"}, {"channels_last": True}):
+        changed = SynthesizeConfig(teacher="t.pt", n=64, **change)
+        assert stage_key(stage, changed, inputs, "synthetic") != stage_key(stage, cfg, inputs, "synthetic")
+
+
+def test_an_auto_method_stage_is_keyed_by_the_default_table(monkeypatch):
+    """`method: auto` resolves through generators.default.DEFAULTS, so a changed default makes a
+    new stage instead of serving a set made under the old one; an explicit method does not care."""
+    from types import SimpleNamespace
+
+    import generators.default as default
+    from datafree_kd.experiment.runner import stage_key
+    from datafree_kd.stages.synthesize import SynthesizeStage
+    from datafree_kd.synthesis import SynthesizeConfig
+
+    stage = SynthesizeStage()
+    inputs = {"teacher": SimpleNamespace(fingerprint="f00d", artefact=lambda kind, name: "t.pt")}
+    auto, dafl = SynthesizeConfig(teacher="t.pt"), SynthesizeConfig(teacher="t.pt", method="dafl")
+    before = stage_key(stage, auto, inputs, "synthetic"), stage_key(stage, dafl, inputs, "synthetic")
+    assert stage.content_key(dafl) == "" and len(stage.content_key(auto)) == 64
+    changed = default.DefaultChoice("dafl", {**default.DEFAULTS["plain"].options, "lr": 0.05}, "changed")
+    monkeypatch.setitem(default.DEFAULTS, "plain", changed)
+    assert stage_key(stage, auto, inputs, "synthetic") != before[0]
+    assert stage_key(stage, dafl, inputs, "synthetic") == before[1]
 
 
 def test_distill_keys_added_at_their_defaults_keep_older_stage_caches_valid():
-    """`select_images`, `invert` and `class_balance` joined DistillConfig after caches existed."""
+    """`select_images`, `invert`, `class_balance`, `precision` and `channels_last` joined
+    DistillConfig after caches existed."""
     import hashlib
     from types import SimpleNamespace
 
@@ -232,11 +256,12 @@ def test_distill_keys_added_at_their_defaults_keep_older_stage_caches_valid():
     stage = DistillStage()
     inputs = {"teacher": SimpleNamespace(fingerprint="f00d", artefact=lambda kind, name: "t.pt")}
     cfg = DistillConfig(teacher="t.pt")
-    added = {"select_images", "invert", "class_balance"}
+    added = {"select_images", "invert", "class_balance", "precision", "channels_last"}
     old = {k: v for k, v in config_to_dict(cfg).items() if k not in stage.unhashed_keys | added | {"teacher"}}
     blob = json.dumps({"kind": stage.kind, "config": old, "inputs": {"teacher": "f00d"},
                        "content": stage.content_key(cfg)}, sort_keys=True, default=str)
     assert stage_key(stage, cfg, inputs, "student") == hashlib.sha256(blob.encode()).hexdigest()[:KEY_LENGTH]
-    for change in ({"select_images": 8}, {"invert": 0.5}, {"class_balance": True}):
+    for change in ({"select_images": 8}, {"invert": 0.5}, {"class_balance": True}, {"precision": "bfloat16"},
+                   {"channels_last": True}):
         changed = DistillConfig(teacher="t.pt", **change)
         assert stage_key(stage, changed, inputs, "student") != stage_key(stage, cfg, inputs, "student")

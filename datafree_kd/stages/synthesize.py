@@ -32,6 +32,18 @@ class SynthesizeStage(Stage):
             config = merge(config, {"options": {"prior": prior.artefact("prior", name)}})
         return super().build_config(config, inputs, name)
 
+    def content_key(self, cfg: SynthesizeConfig) -> str:
+        """With ``method: auto`` the measured default table decides the images, so a cached set
+        made under an earlier default is not served after that default changed."""
+        if cfg.method != "auto":
+            return ""
+        from dataclasses import asdict
+
+        from generators.default import DEFAULTS
+
+        table = {kind: asdict(choice) for kind, choice in sorted(DEFAULTS.items())}
+        return hashlib.sha256(json.dumps(table, sort_keys=True, default=str).encode()).hexdigest()
+
     def run(self, cfg: SynthesizeConfig, out: Path, resume: bool) -> dict[str, Any]:
         return run_synthesis(cfg, out)  # resumes by itself: each batch has its own seed
 
