@@ -43,6 +43,8 @@ DEFAULT_METHOD = AUTO
 GENERATOR_SEED_STRIDE = 100
 #: the number formats a fit can run its forward passes in (autocast); ``float32`` runs none
 FIT_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+#: what ``fit_precision`` may say: a format, or ``auto`` (bf16 where the device computes it natively)
+FIT_PRECISION_CHOICES = (*FIT_PRECISIONS, "auto")
 
 
 @dataclass
@@ -72,10 +74,13 @@ class SynthesizeConfig(RuntimeSettings):
     #: DAFL's fit stalled, measured). Why: a generator fit is mostly convolutions at 64 channels,
     #: which CPUs with bf16 matrix units (Intel AMX) and GPUs run several times faster in bf16.
     #: Generated images, their labels and the saved fit stay float32; the set is a different draw.
-    fit_precision: str = "float32"
+    #: ``auto``: bf16 where the device computes it natively, else float32. Unset (None): the
+    #: measured default of ``method: auto``'s choice (generators/default.py), else float32.
+    fit_precision: str | None = None
     #: the synthesizer's and the teacher's conv weights (and so the activations) in NHWC during the
-    #: fit: oneDNN's faster layout on CPUs; numerically the same computation up to summation order
-    channels_last: bool = False
+    #: fit: oneDNN's faster layout on CPUs; numerically the same computation up to summation order.
+    #: Unset (None): as ``fit_precision``'s default.
+    channels_last: bool | None = None
 
     def validate(self) -> None:
         if not self.teacher:
@@ -87,9 +92,10 @@ class SynthesizeConfig(RuntimeSettings):
             raise ConfigError("shard_size must be a multiple of batch_size (resume restarts at a shard boundary)")
         if self.dtype not in ("uint8", "float16"):
             raise ConfigError("dtype must be uint8 or float16")
-        if self.fit_precision not in FIT_PRECISIONS:
-            raise ConfigError(f"fit_precision must be one of {', '.join(FIT_PRECISIONS)}, got {self.fit_precision!r}")
-        if not isinstance(self.channels_last, bool):
+        if self.fit_precision is not None and self.fit_precision not in FIT_PRECISION_CHOICES:
+            raise ConfigError(f"fit_precision must be one of {', '.join(FIT_PRECISION_CHOICES)}, "
+                              f"got {self.fit_precision!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise ConfigError(f"channels_last must be true or false, got {self.channels_last!r}")
         if self.shard:
             parse_shard(self.shard)
@@ -259,7 +265,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=_teacher_info(cfg)).to(device)
     method, options, choice = resolve_method(cfg, teacher.model)
     synthesizer = build_synthesizer(method, teacher.info, options)
-    check_fit_precision(cfg, synthesizer, method)
+    numerics = resolve_fit_numerics(cfg, teacher.model, synthesizer, method, device)
     set_path = run.path / "transfer_set"
     state_path = run.path / "synthesizer.pt"
     config = config_to_dict(cfg)
@@ -274,7 +280,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     first, _, count = batch_range(cfg.n, cfg.batch_size, k, parts)
     part_cfg = {**config, "shard": "", "n": count}  # a part's meta describes its own images
     transfer = _open_or_create(part_path / "transfer_set", cfg, method, options, teacher, part_cfg, run, count)
-    synthesizer, fit_logs, fit_s = _fitted(synthesizer, state_path, teacher, cfg, method, device)
+    synthesizer, fit_logs, fit_s = _fitted(synthesizer, state_path, teacher, cfg, method, device, numerics)
     timings["fit_s"] += fit_s
 
     if hasattr(synthesizer, "describe"):  # e.g. the diffusion prior's fingerprint and what it was trained on
@@ -306,7 +312,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     from generators.default import distill_recipe
 
     results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model),
-                    "parts": parts})
+                    "parts": parts, "fit_precision": numerics.precision, "channels_last": numerics.channels_last})
     run.write_results(results)
     return results
 
@@ -327,25 +333,52 @@ def _open_or_create(path: Path, cfg: SynthesizeConfig, method: str, options: dic
                               teacher.fingerprint, cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
 
 
-def check_fit_precision(cfg: SynthesizeConfig, synthesizer: torch.nn.Module, method: str) -> None:
-    """A bf16 fit needs a generator network to run in it (before anything is written)."""
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (CUDA with bf16, or a CPU with AMX or
+    AVX512-BF16); elsewhere autocast emulates it, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return device.type == "cpu" and any(probe is not None and probe() for probe in probes)
+
+
+@dataclass(frozen=True)
+class FitNumerics:
+    """The fit's resolved number format and layout (what ``results.json`` records)."""
+
+    precision: str = "float32"
+    channels_last: bool = False
+
+
+def resolve_fit_numerics(cfg: SynthesizeConfig, teacher: torch.nn.Module, synthesizer: torch.nn.Module,
+                         method: str, device: torch.device) -> FitNumerics:
+    """Unset fields take ``method: auto``'s measured defaults; ``auto`` precision becomes bf16 on
+    hardware that computes it natively and where the method fits a generator network. An explicit
+    bf16 for a method without one is refused before anything is written."""
+    from generators.default import default_fit
     from generators.networks import DCGANGenerator
 
-    if FIT_PRECISIONS[cfg.fit_precision] is not None and not any(
-            isinstance(m, DCGANGenerator) for m in synthesizer.modules()):
-        raise ConfigError(f"fit_precision={cfg.fit_precision} applies to generator networks, and {method} "
+    measured = default_fit(teacher) if cfg.method == AUTO else {}
+    precision = cfg.fit_precision or measured.get("fit_precision", "float32")
+    channels_last = cfg.channels_last if cfg.channels_last is not None else measured.get("channels_last", False)
+    has_network = any(isinstance(m, DCGANGenerator) for m in synthesizer.modules())
+    if precision == "bfloat16" and not has_network:
+        raise ConfigError(f"fit_precision=bfloat16 applies to generator networks, and {method} "
                           "fits none: leave it at float32")
+    if precision == "auto":
+        precision = "bfloat16" if has_network and native_bf16(device) else "float32"
+    return FitNumerics(precision, bool(channels_last))
 
 
 @contextmanager
-def fit_numerics(cfg: SynthesizeConfig, synthesizer: torch.nn.Module, teacher: torch.nn.Module) -> Iterator[None]:
-    """The fit's number format and memory layout (``fit_precision``, ``channels_last``); everything
-    gets its defaults back afterwards, so what is saved and generated is laid out as always."""
+def fit_numerics(numerics: FitNumerics, synthesizer: torch.nn.Module, teacher: torch.nn.Module) -> Iterator[None]:
+    """The fit's number format and memory layout; everything gets its defaults back afterwards, so
+    what is saved and generated is laid out as always."""
     from generators.networks import DCGANGenerator
 
-    dtype = FIT_PRECISIONS[cfg.fit_precision]
+    dtype = FIT_PRECISIONS[numerics.precision]
     networks = [m for m in synthesizer.modules() if isinstance(m, DCGANGenerator)] if dtype is not None else []
-    modules = [synthesizer, teacher] if cfg.channels_last else []
+    modules = [synthesizer, teacher] if numerics.channels_last else []
     for module in modules:
         module.to(memory_format=torch.channels_last)
     for network in networks:
@@ -360,7 +393,7 @@ def fit_numerics(cfg: SynthesizeConfig, synthesizer: torch.nn.Module, teacher: t
 
 
 def _fitted(synthesizer: Any, state_path: Path, teacher: Any, cfg: SynthesizeConfig, method: str,
-            device: torch.device) -> tuple[Any, dict[str, float], float]:
+            device: torch.device, numerics: FitNumerics) -> tuple[Any, dict[str, float], float]:
     """Fit once per output directory: a saved fit is loaded (a resumed run, or another part's)."""
     with file_lock(state_path):
         if state_path.exists():
@@ -368,7 +401,7 @@ def _fitted(synthesizer: Any, state_path: Path, teacher: Any, cfg: SynthesizeCon
             synthesizer.to(device)
             return synthesizer, {}, 0.0
         began = time.perf_counter()
-        with fit_numerics(cfg, synthesizer, teacher.model):
+        with fit_numerics(numerics, synthesizer, teacher.model):
             fit_logs = synthesizer.fit(teacher.model, torch.Generator().manual_seed(batch_seed(cfg.seed, -1)), device)
         check_finite(fit_logs, f"fitting {method}")
         crash_point("synthesis.fitted")
@@ -447,8 +480,8 @@ def _check_resumable(meta: dict[str, Any], cfg: SynthesizeConfig, method: str, o
     changed = [k for k in ("batch_size", "dtype", "seed") if saved.get(k) != current.get(k)]
     if saved.get("generators", 1) != current.get("generators", 1):  # sets from before the field: one
         changed.append("generators")
-    for name, before in (("fit_precision", "float32"), ("channels_last", False)):  # sets from before the fields
-        if saved.get(name, before) != current.get(name, before):
+    for name in ("fit_precision", "channels_last"):  # as asked (the fit itself is saved and reloaded)
+        if saved.get(name) != current.get(name):
             changed.append(name)
     if meta.get("synthesizer") != method:
         changed.append("method")

@@ -31,6 +31,13 @@ objects on a white ground for some teachers, and their students lose several poi
 val over three fresh plain teachers never used for tuning, with the weight fixed at 1 beforehand
 (``results/default-fresh-teachers/``).
 
+The plain default fits its DAFL generator with ``fit_precision=auto`` (bf16 autocast for the
+generator, the teacher kept float32, where the CPU or GPU computes bf16 natively) and
+channels-last weights, and its chain recipe distils 100 epochs, not 200 (session 23, rule R8 in
+``results/default-fresh-teachers/``): over five teacher/set pairs of three fresh teachers it tied
+the float32 / 200-epoch pipeline on val (mean -0.1 point; teacher 6 -3.3 and +1.3 on its two
+draws) at 0.50 x its CPU on an AMX Xeon. The BN default keeps a float32 fit (not measured).
+
 ``bn_layers="all"`` (match the classifier's BatchNorm1d statistics too, not only the conv layers'
 as the official code does): seeds 0 / 1 / 2 gave 0.8582 / 0.8580 / 0.8305 against 0.8342 /
 0.8331 / 0.8271 with ``"2d"`` (same seeds, same recipe; 13.5 CPU-min on average). DeepInversion
@@ -57,6 +64,9 @@ class DefaultChoice:
     reason: str = ""
     #: the distillation recipe measured best on this kind of teacher's sets (a shipped config)
     recipe: str = "configs/distill/transfer-neighbours.yaml"
+    #: the fit's numerics (``dfkd synthesize`` fields ``fit_precision``, ``channels_last``) when the
+    #: user leaves them unset; ``auto`` precision is bf16 where the device computes it natively
+    fit: dict[str, Any] = field(default_factory=dict)
 
 
 #: Measured defaults (see the module docstring); the keys name the teacher kind.
@@ -64,7 +74,8 @@ DEFAULTS: dict[str, DefaultChoice] = {
     "batchnorm": DefaultChoice("fast", {"fit_rounds": 200, "bn_layers": "all"}, "the teacher has BatchNorm layers"),
     "plain": DefaultChoice("dafl", {"fit_steps": 800, "batch_size": 256, "lr": 0.02, "input_stats": 1.0},
                            "the teacher has no BatchNorm layers to match",
-                           "configs/distill/transfer-neighbours-grey.yaml"),
+                           "configs/distill/transfer-neighbours-grey.yaml",
+                           {"fit_precision": "auto", "channels_last": True}),
 }
 
 
@@ -77,6 +88,11 @@ def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) ->
     """``(method, options, reason)`` for this teacher; ``options`` given by the user win."""
     choice = DEFAULTS[_kind(teacher)]
     return choice.method, {**choice.options, **(options or {})}, choice.reason
+
+
+def default_fit(teacher: nn.Module) -> dict[str, Any]:
+    """The fit numerics measured with this teacher kind's default method (may be empty)."""
+    return dict(DEFAULTS[_kind(teacher)].fit)
 
 
 def measured_options(method: str) -> dict[str, Any]:

@@ -159,8 +159,10 @@ def test_recommended_distill_recipe_is_a_shipped_config_per_teacher_kind():
     plain_cfg, chain_cfg, bn_cfg = (load_yaml(repo / p) for p in (plain, chain, bn))
     assert bn_cfg.get("blur", 0) == 0 and plain_cfg["blur"] > 0 and plain_cfg["brightness"] > 0
     assert chain_cfg["student_init"] == "teacher" and "student_init" not in plain_cfg
-    assert {k: chain_cfg[k] for k in ("blur", "brightness", "mixup", "epochs")} == \
-        {k: plain_cfg[k] for k in ("blur", "brightness", "mixup", "epochs")}
+    assert {k: chain_cfg[k] for k in ("blur", "brightness", "mixup")} == \
+        {k: plain_cfg[k] for k in ("blur", "brightness", "mixup")}
+    # rule R8 (session 23) halved the chain recipe's epochs with the bf16 fit; the others were not re-measured
+    assert (chain_cfg["epochs"], plain_cfg["epochs"], bn_cfg["epochs"]) == (100, 200, 200)
 
 
 def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path):
@@ -344,3 +346,32 @@ def test_fit_numerics_speed_options_fit_in_bf16_and_channels_last_and_leave_noth
     assert not (tmp_path / "di" / "transfer_set").exists()
     with pytest.raises(ConfigError, match="fit_precision must be one of"):
         SynthesizeConfig(**base, fit_precision="half").validate()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_plain_default_fits_in_bf16_only_where_the_hardware_has_it(toy, tmp_path, monkeypatch, native):
+    """Unset fit numerics take the measured default of `method: auto`'s choice: for a BN-free
+    teacher channels-last and `auto` precision, i.e. bf16 only on a device that computes it
+    natively; an explicit method keeps float32 unless asked; results record what ran."""
+    import datafree_kd.synthesis as synthesis
+
+    _, teacher = toy  # a plain lenet5: auto picks dafl
+    monkeypatch.setattr(synthesis, "native_bf16", lambda device: native)
+    cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu",
+                           options={"fit_steps": 2, "base_channels": 8})
+    auto = run_synthesis(cfg, tmp_path / "auto")
+    assert (auto["fit_precision"], auto["channels_last"]) == ("bfloat16" if native else "float32", True)
+    given = run_synthesis(SynthesizeConfig(**{**cfg.__dict__, "method": "dafl"}), tmp_path / "given")
+    assert (given["fit_precision"], given["channels_last"]) == ("float32", False)
+    asked = run_synthesis(SynthesizeConfig(**{**cfg.__dict__, "method": "dafl", "fit_precision": "auto"}), tmp_path / "a")
+    assert asked["fit_precision"] == ("bfloat16" if native else "float32") and asked["channels_last"] is False
+
+
+def test_the_batchnorm_default_keeps_a_float32_fit():
+    import datafree_kd.synthesis as synthesis
+    from generators.default import DEFAULTS, default_fit
+    from conftest import fitted_bn_lenet
+
+    assert synthesis.native_bf16(torch.device("meta")) is False  # neither a CPU nor a GPU
+    assert isinstance(synthesis.native_bf16(torch.device("cpu")), bool)
+    assert default_fit(fitted_bn_lenet()) == {} and DEFAULTS["batchnorm"].fit == {}

@@ -15,7 +15,7 @@ from .base import Stage, StageOutput, register_stage
 @register_stage("synthesize")
 class SynthesizeStage(Stage):
     config_cls = SynthesizeConfig
-    hashed_unless_default = {"generators": 1, "fit_precision": "float32", "channels_last": False}
+    hashed_unless_default = {"generators": 1, "fit_precision": None, "channels_last": None}
     #: ``prior``: a ``prior`` stage, sampled when the method is ``diffusion`` (other methods ignore it,
     #: so a size study can swap methods on one experiment)
     inputs = {"teacher": "model", "prior": "prior"}
