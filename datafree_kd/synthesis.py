@@ -282,6 +282,8 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     transfer = _open_or_create(part_path / "transfer_set", cfg, method, options, teacher, part_cfg, run, count)
     synthesizer, fit_logs, fit_s = _fitted(synthesizer, state_path, teacher, cfg, method, device, numerics)
     timings["fit_s"] += fit_s
+    if fit_s:  # provenance: what the fit ran in (``auto`` depends on the hardware)
+        transfer.record("fit_numerics", {"precision": numerics.precision, "channels_last": numerics.channels_last})
 
     if hasattr(synthesizer, "describe"):  # e.g. the diffusion prior's fingerprint and what it was trained on
         transfer.record("synthesizer_provenance", synthesizer.describe())

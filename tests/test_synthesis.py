@@ -336,6 +336,7 @@ def test_fit_numerics_speed_options_fit_in_bf16_and_channels_last_and_leave_noth
     assert all(t.dtype == torch.float32 and t.is_contiguous() for t in state.values() if t.is_floating_point())
     transfer = TransferSet.open(tmp_path / "bf" / "transfer_set")
     assert transfer.meta["synthesizer_config"]["fit_precision"] == "bfloat16"
+    assert transfer.meta["fit_numerics"] == {"precision": "bfloat16", "channels_last": True}
     with pytest.raises(ConfigError, match="different fit_precision, channels_last"):
         run_synthesis(SynthesizeConfig(**{**base, "n": 96}), tmp_path / "bf")
     run_synthesis(SynthesizeConfig(**base), tmp_path / "fp")
