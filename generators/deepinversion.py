@@ -391,18 +391,16 @@ class StartImages:
         names = [p for p in names if p]
         if not names:
             raise ConfigError("start_from names no transfer set")
-        parts = []
-        for name in names:
-            images = open_transfer_set(name).load().images
-            if tuple(images.shape[1:]) != tuple(info.shape):
-                raise ConfigError(f"start_from set {name} holds images of shape {tuple(images.shape[1:])}, "
+        loaded = [open_transfer_set(name).load() for name in names]
+        for name, part in zip(names, loaded):
+            if tuple(part.images.shape[1:]) != tuple(info.shape):
+                raise ConfigError(f"start_from set {name} holds images of shape {tuple(part.images.shape[1:])}, "
                                   f"but the teacher takes {tuple(info.shape)}")
-            parts.append(images if images.dtype == torch.uint8 else images.float())
-        if len({p.dtype for p in parts}) > 1:
-            parts = [p.float() / 255 if p.dtype == torch.uint8 else p for p in parts]
-        self.images = torch.cat(parts)
+        same_dtype = len({part.images.dtype for part in loaded}) == 1
+        self.images = torch.cat([part.images if same_dtype else part.as_float(part.images) for part in loaded])
         if len(self.images) == 0:
             raise ConfigError(f"start_from sets {', '.join(names)} hold no images")
+        self._as_float = loaded[0].as_float  # uint8 -> [0, 1]; float16 -> float32
         self.paths = names
 
     def __len__(self) -> int:
@@ -410,8 +408,7 @@ class StartImages:
 
     def draw(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """``batch_size`` images in [0, 1], drawn with replacement."""
-        picked = self.images[torch.randint(0, len(self.images), (batch_size,), generator=generator)]
-        return picked.float() / 255 if picked.dtype == torch.uint8 else picked.float()
+        return self._as_float(self.images[torch.randint(0, len(self.images), (batch_size,), generator=generator)])
 
 
 def invert(

@@ -270,11 +270,11 @@ def test_mixed_targets_pull_images_between_the_target_and_its_runner_up(teacher)
     assert torch.equal(x_mixed, again.generate(teacher, 20, torch.Generator().manual_seed(0), CPU))
 
 
-def start_set(path, images: torch.Tensor, info: DatasetInfo = INFO) -> str:
+def start_set(path, images: torch.Tensor, info: DatasetInfo = INFO, dtype: str = "uint8") -> str:
     """A small transfer set holding ``images`` (what ``start_from`` reads)."""
     from datafree_kd.transfer_set import TransferSet
 
-    ts = TransferSet.create(path, info, "dafl", {}, "0123456789abcdef", seed=0)
+    ts = TransferSet.create(path, info, "dafl", {}, "0123456789abcdef", seed=0, dtype=dtype)
     ts.append(images)
     ts.flush()
     return str(path)
@@ -316,6 +316,10 @@ def test_start_from_reads_several_sets_and_refuses_bad_ones(tmp_path):
     drawn = both.draw(400, torch.Generator().manual_seed(0))
     assert drawn.shape == (400, 1, 28, 28) and drawn.dtype == torch.float32
     assert 0.5 < (drawn.flatten(1).mean(1) == 1).float().mean() < 0.75  # 5 of 8 are white
+    grey = start_set(tmp_path / "c", torch.full((2, 1, 28, 28), 0.5), dtype="float16")
+    mixed = StartImages([a, grey], INFO)  # a uint8 set and a float16 one: both read as [0, 1]
+    assert mixed.images.dtype == torch.float32
+    assert sorted(mixed.draw(50, torch.Generator().manual_seed(1)).flatten(1).mean(1).unique().tolist()) == [0.0, 0.5]
     rgb = DatasetInfo("rgb", 10, 3, 32, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(ConfigError, match=r"shape \(1, 28, 28\).*takes \(3, 32, 32\)"):
         DeepInversion(rgb, start_from=a)
