@@ -39,3 +39,12 @@ def set_threads(threads: int) -> None:
         raise ConfigError("threads must be >= 0")
     if threads:
         torch.set_num_threads(threads)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (CUDA with bf16, or a CPU with AMX or
+    AVX512-BF16); elsewhere autocast emulates it, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return device.type == "cpu" and any(probe is not None and probe() for probe in probes)

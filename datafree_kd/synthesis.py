@@ -31,7 +31,7 @@ from .faults import crash_point
 from .loop import check_finite
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .rundir import RunDir
-from .runtime import resolve_device, seed_everything, set_threads
+from .runtime import native_bf16, resolve_device, seed_everything, set_threads
 from .teacher import load_teacher
 from .training import RuntimeSettings
 
@@ -333,15 +333,6 @@ def _open_or_create(path: Path, cfg: SynthesizeConfig, method: str, options: dic
         run.write_config(cfg)
     return TransferSet.create(path, teacher.info, method, {**config, "resolved_options": options},
                               teacher.fingerprint, cfg.seed, dtype=cfg.dtype, shard_size=cfg.shard_size)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (CUDA with bf16, or a CPU with AMX or
-    AVX512-BF16); elsewhere autocast emulates it, slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
-    return device.type == "cpu" and any(probe is not None and probe() for probe in probes)
 
 
 @dataclass(frozen=True)
