@@ -35,7 +35,7 @@ from .losses import Objective, parse_objective
 from .metrics import top1_accuracy
 from .models.slicing import init_from_teacher, refit_to_teacher, select_units
 from .rundir import RunDir
-from .runtime import native_bf16, resolve_device, seed_everything, set_threads
+from .runtime import resolve_device, resolve_precision, seed_everything, set_threads
 from .sources import BatchSource, OnlineSource, RealDataSource, TensorSetSource
 from .streaming import DEFAULT_MEMORY_BUDGET_MB, source_head, source_size, transfer_source
 from .teacher import load_teacher
@@ -388,13 +388,6 @@ def check_set_teacher(source: BatchSource, fingerprints: list[str], allow_foreig
                           f"not by the teacher being distilled ({', '.join(fingerprints)}); pass allow_foreign_set=true "
                           "to use it anyway")
     return bool(foreign)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The loop's number format: ``auto`` is bf16 only where ``device`` computes it natively."""
-    if precision == "auto":
-        return "bfloat16" if native_bf16(device) else "float32"
-    return precision
 
 
 def total_steps(cfg: DistillConfig, source: BatchSource) -> int:

@@ -48,3 +48,11 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
     return device.type == "cpu" and any(probe is not None and probe() for probe in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """A ``float32`` / ``bfloat16`` / ``auto`` setting as what runs: ``auto`` is bf16 only where
+    ``device`` computes it natively (emulated bf16 is slower than float32)."""
+    if precision == "auto":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return precision

@@ -31,7 +31,7 @@ from .faults import crash_point
 from .loop import check_finite
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .rundir import RunDir
-from .runtime import native_bf16, resolve_device, seed_everything, set_threads
+from .runtime import resolve_device, resolve_precision, seed_everything, set_threads
 from .teacher import load_teacher
 from .training import RuntimeSettings
 
@@ -359,7 +359,7 @@ def resolve_fit_numerics(cfg: SynthesizeConfig, teacher: torch.nn.Module, synthe
         raise ConfigError(f"fit_precision=bfloat16 applies to generator networks, and {method} "
                           "fits none: leave it at float32")
     if precision == "auto":
-        precision = "bfloat16" if has_network and native_bf16(device) else "float32"
+        precision = resolve_precision(precision, device) if has_network else "float32"
     return FitNumerics(precision, bool(channels_last))
 
 

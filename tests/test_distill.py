@@ -102,10 +102,10 @@ def test_bf16_channels_last_distillation_runs_its_passes_in_bf16_and_still_learn
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(toy_teacher, tmp_path, monkeypatch, native):
     """precision=auto: bf16 passes on hardware with bf16 units, float32 elsewhere (emulated bf16
     ran the ResNet-8 loop 10x slower on such a CPU); results.json says which ran."""
-    from datafree_kd import distillation, distiller as engine
+    from datafree_kd import distiller as engine, runtime
 
     data, teacher = toy_teacher
-    monkeypatch.setattr(distillation, "native_bf16", lambda device: native)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: native)
     seen = set()
     original = engine.Distiller.step
 

@@ -354,10 +354,10 @@ def test_the_plain_default_fits_in_bf16_only_where_the_hardware_has_it(toy, tmp_
     """Unset fit numerics take the measured default of `method: auto`'s choice: for a BN-free
     teacher channels-last and `auto` precision, i.e. bf16 only on a device that computes it
     natively; an explicit method keeps float32 unless asked; results record what ran."""
-    import datafree_kd.synthesis as synthesis
+    import datafree_kd.runtime as runtime
 
     _, teacher = toy  # a plain lenet5: auto picks dafl
-    monkeypatch.setattr(synthesis, "native_bf16", lambda device: native)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: native)
     cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu",
                            options={"fit_steps": 2, "base_channels": 8})
     auto = run_synthesis(cfg, tmp_path / "auto")
@@ -369,10 +369,10 @@ def test_the_plain_default_fits_in_bf16_only_where_the_hardware_has_it(toy, tmp_
 
 
 def test_the_batchnorm_default_keeps_a_float32_fit():
-    import datafree_kd.synthesis as synthesis
+    from datafree_kd.runtime import native_bf16
     from generators.default import DEFAULTS, default_fit
     from conftest import fitted_bn_lenet
 
-    assert synthesis.native_bf16(torch.device("meta")) is False  # neither a CPU nor a GPU
-    assert isinstance(synthesis.native_bf16(torch.device("cpu")), bool)
+    assert native_bf16(torch.device("meta")) is False  # neither a CPU nor a GPU
+    assert isinstance(native_bf16(torch.device("cpu")), bool)
     assert default_fit(fitted_bn_lenet()) == {} and DEFAULTS["batchnorm"].fit == {}
