@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import ModelSpec, check_compatible, save_model
+from .checkpoint import LoadedModel, ModelSpec, check_compatible, save_model
 from .config import config_to_dict, load_yaml
 from .data import forbid_training_data, load_dataset
 from .data.guard import active as guard_active
@@ -231,7 +231,7 @@ def _recipe_file(recipe: str, given: bool) -> Path:
     return REPO_ROOT / path
 
 
-def _recipe_teacher(teacher_path: str, teacher_arch: str | None, source: str) -> torch.nn.Module:
+def _recipe_teacher(teacher_path: str, teacher_arch: str | None, source: str) -> LoadedModel:
     """The (first) teacher, loaded to learn its kind; a plain state_dict is described by the
     transfer set, which records its teacher's DatasetInfo."""
     info = None
@@ -239,7 +239,7 @@ def _recipe_teacher(teacher_path: str, teacher_arch: str | None, source: str) ->
         from .transfer_set import TransferSet
 
         info = TransferSet.open(source.partition(":")[2].split(",")[0], verify=False).info
-    return load_teacher(teacher_path, arch=teacher_arch, info=info).model
+    return load_teacher(teacher_path, arch=teacher_arch, info=info)
 
 
 def recipe_defaults(teacher_path: str, source: str, recipe: str = "auto", teacher_arch: str | None = None
@@ -266,7 +266,8 @@ def recipe_defaults(teacher_path: str, source: str, recipe: str = "auto", teache
         return {}, None, "no teacher given"
     from generators.default import recipe_choice
 
-    path, kind = recipe_choice(_recipe_teacher(paths[0], teacher_arch, source), single=len(paths) == 1)
+    teacher = _recipe_teacher(paths[0], teacher_arch, source)
+    path, kind = recipe_choice(teacher.model, single=len(paths) == 1, image_shape=teacher.info.shape)
     return load_yaml(_recipe_file(path, given=False)), path, f"measured best for {kind}"
 
 

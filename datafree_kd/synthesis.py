@@ -57,7 +57,9 @@ class SynthesizeConfig(RuntimeSettings):
     options: dict[str, Any] = field(default_factory=dict)
     #: ``cpu`` (defaults sized for two cores) or ``paper`` (each method's published sizes; GPU)
     preset: str = "cpu"
-    n: int = 20000
+    #: images to make; unset (None): the set size the teacher kind's default was measured with
+    #: (:func:`generators.default.default_images`: 20k, 10k for BN teachers past LeNet size)
+    n: int | None = None
     batch_size: int = 256
     dtype: str = "uint8"
     shard_size: int = 5120
@@ -86,7 +88,7 @@ class SynthesizeConfig(RuntimeSettings):
         if not self.teacher:
             raise ConfigError("no teacher given (--teacher T.pt)")
         for name in ("n", "batch_size", "shard_size", "generators"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.shard_size % self.batch_size:
             raise ConfigError("shard_size must be a multiple of batch_size (resume restarts at a shard boundary)")
@@ -101,7 +103,7 @@ class SynthesizeConfig(RuntimeSettings):
             parse_shard(self.shard)
         if self.generators > 1 and self.shard:
             raise ConfigError("generators > 1 cannot be combined with shard= (each generator is its own part already)")
-        if self.generators > self.n:
+        if self.n is not None and self.generators > self.n:
             raise ConfigError(f"generators={self.generators} cannot share n={self.n} images")
         from generators.base import check_preset
 
@@ -174,9 +176,11 @@ def build_synthesizer(method: str, info: Any, options: dict[str, Any]) -> Any:
         raise ConfigError(f"bad options for synthesizer {method!r}: {exc}") from None
 
 
-def resolve_method(cfg: SynthesizeConfig, teacher: torch.nn.Module) -> tuple[str, dict[str, Any], str]:
-    """``(method, options, why)``: ``auto`` picks the measured default for this teacher; the
-    ``paper`` preset replaces the measured CPU options with the method's published sizes."""
+def resolve_method(cfg: SynthesizeConfig, teacher: torch.nn.Module, image_shape: tuple[int, ...] | None = None
+                   ) -> tuple[str, dict[str, Any], str]:
+    """``(method, options, why)``: ``auto`` picks the measured default for this teacher (and its
+    size tier, given the input shape); the ``paper`` preset replaces the measured CPU options with
+    the method's published sizes."""
     from generators import SYNTHESIZERS
     from generators.base import preset_options
 
@@ -184,7 +188,7 @@ def resolve_method(cfg: SynthesizeConfig, teacher: torch.nn.Module) -> tuple[str
         return cfg.method, preset_options(SYNTHESIZERS.get(cfg.method), cfg.preset, cfg.options), "given"
     from generators.default import choose_default
 
-    method, options, reason = choose_default(teacher, cfg.options)
+    method, options, reason = choose_default(teacher, cfg.options, image_shape)
     if cfg.preset != "cpu":
         options = preset_options(SYNTHESIZERS.get(method), cfg.preset, cfg.options)
         reason += f"; {cfg.preset} preset"
@@ -195,6 +199,8 @@ def resolve_method(cfg: SynthesizeConfig, teacher: torch.nn.Module) -> tuple[str
 def run_synthesis(cfg: SynthesizeConfig, out: str | Path) -> dict[str, Any]:
     """Write ``cfg.n`` synthetic images (+ teacher logits) to the transfer set in ``out``."""
     cfg.validate()
+    if cfg.n is None:
+        cfg = resolve_set_size(cfg)
     with forbid_training_data(f"synthesis with {cfg.method!r} is data-free", roots=[cfg.data_root]):
         if cfg.generators > 1:
             return _run_generators(cfg, RunDir(out))
@@ -247,6 +253,22 @@ def _run_generators(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     return results
 
 
+def resolve_set_size(cfg: SynthesizeConfig) -> SynthesizeConfig:
+    """``cfg`` with ``n`` set: the default's measured set size for this teacher under ``method:
+    auto``, else :data:`~generators.default.DEFAULT_IMAGES`."""
+    from dataclasses import replace
+
+    from generators.default import DEFAULT_IMAGES, default_images
+
+    n = DEFAULT_IMAGES
+    if cfg.method == AUTO:
+        teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=_teacher_info(cfg))
+        n = default_images(teacher.model, teacher.info.shape)
+    resolved = replace(cfg, n=n)
+    resolved.validate()
+    return resolved
+
+
 def _teacher_info(cfg: SynthesizeConfig) -> Any:
     """The dataset description a bare-architecture teacher needs (None for a dfkd checkpoint)."""
     if cfg.teacher_arch is None:
@@ -263,9 +285,9 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg.teacher, arch=cfg.teacher_arch, info=_teacher_info(cfg)).to(device)
-    method, options, choice = resolve_method(cfg, teacher.model)
+    method, options, choice = resolve_method(cfg, teacher.model, teacher.info.shape)
     synthesizer = build_synthesizer(method, teacher.info, options)
-    numerics = resolve_fit_numerics(cfg, teacher.model, synthesizer, method, device)
+    numerics = resolve_fit_numerics(cfg, teacher.model, synthesizer, method, device, teacher.info.shape)
     set_path = run.path / "transfer_set"
     state_path = run.path / "synthesizer.pt"
     config = config_to_dict(cfg)
@@ -313,7 +335,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
     from generators.default import distill_recipe
 
-    results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model),
+    results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model, teacher.info.shape),
                     "parts": parts, "fit_precision": numerics.precision, "channels_last": numerics.channels_last})
     run.write_results(results)
     return results
@@ -344,14 +366,15 @@ class FitNumerics:
 
 
 def resolve_fit_numerics(cfg: SynthesizeConfig, teacher: torch.nn.Module, synthesizer: torch.nn.Module,
-                         method: str, device: torch.device) -> FitNumerics:
+                         method: str, device: torch.device, image_shape: tuple[int, ...] | None = None
+                         ) -> FitNumerics:
     """Unset fields take ``method: auto``'s measured defaults; ``auto`` precision becomes bf16 on
     hardware that computes it natively and where the method fits a generator network. An explicit
     bf16 for a method without one is refused before anything is written."""
     from generators.default import default_fit
     from generators.networks import DCGANGenerator
 
-    measured = default_fit(teacher) if cfg.method == AUTO else {}
+    measured = default_fit(teacher, image_shape) if cfg.method == AUTO else {}
     precision = cfg.fit_precision or measured.get("fit_precision", "float32")
     channels_last = cfg.channels_last if cfg.channels_last is not None else measured.get("channels_last", False)
     has_network = any(isinstance(m, DCGANGenerator) for m in synthesizer.modules())

@@ -45,6 +45,16 @@ keeps ``"2d"``: without Fast-DFKD's BN-statistics history the 1-d terms are most
 (see :mod:`generators.bn_hooks`). Distilled with ``configs/distill/transfer-neighbours.yaml``
 (kd plus kd at random neighbours) the default sets of seeds 0-4 give 0.8572 ± 0.0034 (0.931 × the
 teacher; kd alone 0.8477 ± 0.0127): most of kd's spread is the distillation run's.
+
+A BatchNorm teacher of >= 10 MFLOPs per image (``batchnorm-large``: ResNet-20 is 62 M, LeNet-5
+0.83 M) would cost hours of CPU at the LeNet sizes, so its default is sized to ~30 CPU-minutes a
+run (rule R10, ``results/resnet20-pair/``): 10k images, 50 meta rounds, a float32 channels-last
+fit (what was measured; ``fit_precision=auto`` is an option), and
+``configs/distill/transfer-neighbours-large.yaml`` (the BN recipe on a ResNet-8, 24 epochs,
+float32 channels-last). Chosen on the kept ResNet-20's val over 100 rounds with 20 epochs (a tie
+inside 0.5 point, settled beforehand for the 50 rounds) and reported on three fresh teachers
+(figures there). Not measured past ResNet-20's size: a WRN-16-2 (154 MFLOPs) takes the same
+tier and costs more.
 """
 
 from __future__ import annotations
@@ -55,6 +65,14 @@ from typing import Any
 from torch import nn
 
 from .bn_hooks import batchnorm_layers
+
+#: a BatchNorm teacher at or past this many forward FLOPs per image takes the ``batchnorm-large``
+#: tier: LeNet-5 is 0.83 M, ResNet-20 62 M and WRN-16-2 154 M on 28 px. The LeNet-sized default
+#: (20k images, 200 meta rounds, 200 epochs) costs hours of CPU on ResNet-20 (rule R10,
+#: results/resnet20-pair/)
+LARGE_TEACHER_FLOPS = 10_000_000
+#: images ``dfkd synthesize`` makes when ``--n`` is not given and no tier says otherwise
+DEFAULT_IMAGES = 20000
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class DefaultChoice:
     #: the fit's numerics (``dfkd synthesize`` fields ``fit_precision``, ``channels_last``) when the
     #: user leaves them unset; ``auto`` precision is bf16 where the device computes it natively
     fit: dict[str, Any] = field(default_factory=dict)
+    #: the set size (``dfkd synthesize --n``) the recipe was measured with
+    images: int = DEFAULT_IMAGES
 
 
 #: Measured defaults (see the module docstring); the keys name the teacher kind.
@@ -76,23 +96,46 @@ DEFAULTS: dict[str, DefaultChoice] = {
                            "the teacher has no BatchNorm layers to match",
                            "configs/distill/transfer-neighbours-grey.yaml",
                            {"fit_precision": "auto", "channels_last": True}),
+    "batchnorm-large": DefaultChoice("fast", {"fit_rounds": 50, "bn_layers": "all"},
+                                     "the teacher has BatchNorm layers and >= 10 MFLOPs per image",
+                                     "configs/distill/transfer-neighbours-large.yaml",
+                                     {"fit_precision": "float32", "channels_last": True}, images=10000),
 }
 
 
-def _kind(teacher: nn.Module) -> str:
+def teacher_flops(teacher: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs of one ``image_shape`` image through the teacher (what sizes its tier)."""
+    from datafree_kd.cost import count_flops
+
+    return count_flops(teacher, tuple(image_shape))
+
+
+def teacher_kind(teacher: nn.Module, image_shape: tuple[int, ...] | None = None) -> str:
+    """``plain``, ``batchnorm`` or ``batchnorm-large`` (the key of :data:`DEFAULTS`). The size tier
+    needs the teacher's input shape (a checkpoint's ``info.shape``); without one it is not told
+    and a BN teacher counts as LeNet-sized."""
     # the BN layers fast matches by default (BatchNorm2d with running statistics)
-    return "batchnorm" if batchnorm_layers(teacher) else "plain"
+    if not batchnorm_layers(teacher):
+        return "plain"
+    large = image_shape is not None and teacher_flops(teacher, image_shape) >= LARGE_TEACHER_FLOPS
+    return "batchnorm-large" if large else "batchnorm"
 
 
-def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], str]:
+def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None,
+                   image_shape: tuple[int, ...] | None = None) -> tuple[str, dict[str, Any], str]:
     """``(method, options, reason)`` for this teacher; ``options`` given by the user win."""
-    choice = DEFAULTS[_kind(teacher)]
+    choice = DEFAULTS[teacher_kind(teacher, image_shape)]
     return choice.method, {**choice.options, **(options or {})}, choice.reason
 
 
-def default_fit(teacher: nn.Module) -> dict[str, Any]:
+def default_fit(teacher: nn.Module, image_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     """The fit numerics measured with this teacher kind's default method (may be empty)."""
-    return dict(DEFAULTS[_kind(teacher)].fit)
+    return dict(DEFAULTS[teacher_kind(teacher, image_shape)].fit)
+
+
+def default_images(teacher: nn.Module, image_shape: tuple[int, ...] | None = None) -> int:
+    """The set size this teacher kind's default was measured with."""
+    return DEFAULTS[teacher_kind(teacher, image_shape)].images
 
 
 def measured_options(method: str) -> dict[str, Any]:
@@ -107,22 +150,24 @@ CHAIN_RECIPE = "configs/distill/transfer-neighbours-grey-init.yaml"
 
 
 #: the teacher kind each recipe was measured on, as ``dfkd distill`` prints it
-RECIPE_KINDS = {"batchnorm": "a BatchNorm teacher", "plain": "a BN-free teacher", "chain": "a BN-free chain teacher"}
+RECIPE_KINDS = {"batchnorm": "a BatchNorm teacher", "plain": "a BN-free teacher", "chain": "a BN-free chain teacher",
+                "batchnorm-large": "a BatchNorm teacher of >= 10 MFLOPs"}
 
 
-def recipe_choice(teacher: nn.Module, single: bool = True) -> tuple[str, str]:
+def recipe_choice(teacher: nn.Module, single: bool = True, image_shape: tuple[int, ...] | None = None
+                  ) -> tuple[str, str]:
     """``(recipe, the teacher kind it was measured best for)``. ``single=False`` (an ensemble)
     skips the chain recipe, whose ``student_init=teacher`` needs one teacher to slice."""
-    kind = _kind(teacher)
+    kind = teacher_kind(teacher, image_shape)
     if kind == "plain" and single and getattr(getattr(teacher, "net", teacher), "is_chain", False):
         return CHAIN_RECIPE, RECIPE_KINDS["chain"]
     return DEFAULTS[kind].recipe, RECIPE_KINDS[kind]
 
 
-def distill_recipe(teacher: nn.Module) -> str:
+def distill_recipe(teacher: nn.Module, image_shape: tuple[int, ...] | None = None) -> str:
     """The shipped ``dfkd distill --config`` measured best for sets from this kind of teacher:
     grey-level copies (blur, brightness) help near-binary DAFL images of a BN-free teacher (0.914 x
     against 0.866 x over three seeds) and hurt BN-matched ones (-3.6 points on one seed); a chain
     teacher (LeNet-5 family) also hands its strongest units to the student (README). A path
     relative to the repository root; ``dfkd distill`` applies it by itself to ``transfer:`` sources."""
-    return recipe_choice(teacher)[0]
+    return recipe_choice(teacher, image_shape=image_shape)[0]

@@ -145,6 +145,45 @@ def test_default_method_depends_on_batchnorm():
         assert not getattr(SYNTHESIZERS.get(choice.method), "online", False)
 
 
+@pytest.mark.parametrize("arch, kind", [("lenet5_bn", "batchnorm"), ("resnet20", "batchnorm-large"),
+                                         ("wrn_16_2", "batchnorm-large"), ("lenet5", "plain")])
+def test_batchnorm_teachers_past_lenet_size_take_the_large_tier(arch, kind):
+    from datafree_kd.models import create_model
+    from generators.default import DEFAULTS, LARGE_TEACHER_FLOPS, teacher_flops, teacher_kind
+
+    model = create_model(arch, 10, 1, 28).eval()
+    assert teacher_kind(model, (1, 28, 28)) == kind
+    assert (teacher_flops(model, (1, 28, 28)) >= LARGE_TEACHER_FLOPS) == (kind == "batchnorm-large")
+    assert teacher_kind(model) == kind.replace("-large", "")  # no input shape: no size tier
+    large = DEFAULTS["batchnorm-large"]
+    assert large.images < DEFAULTS["batchnorm"].images and large.options["fit_rounds"] < DEFAULTS["batchnorm"].options["fit_rounds"]
+
+
+def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
+    from datafree_kd.distillation import DistillConfig, recipe_defaults
+    from datafree_kd.synthesis import resolve_set_size
+    from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
+    from conftest import write_tensor_dataset
+
+    data = write_tensor_dataset(tmp_path / "toy", n_train=32, n_test=16)
+    teachers = {}
+    for arch in ("resnet20", "lenet5_bn"):
+        train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch=arch, epochs=1, batch_size=16,
+                                         hflip=False, crop_padding=0, latency_runs=0, device="cpu"), tmp_path / arch)
+        teachers[arch] = str(tmp_path / arch / "model.pt")
+    assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"])).n == 10000
+    assert resolve_set_size(SynthesizeConfig(teacher=teachers["lenet5_bn"])).n == 20000
+    assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"], method="fast")).n == 20000  # no tier asked
+    layer, path, reason = recipe_defaults(teachers["resnet20"], "transfer:anywhere")
+    assert path == "configs/distill/transfer-neighbours-large.yaml" and reason.endswith(">= 10 MFLOPs")
+    cfg = DistillConfig(**{k: v for k, v in layer.items() if k != "term_options"}, teacher=teachers["resnet20"])
+    cfg.validate()
+    assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "float32", True)
+    assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
+    with pytest.raises(ConfigError, match="n must be >= 1"):
+        SynthesizeConfig(teacher=teachers["resnet20"], n=0).validate()
+
+
 def test_recommended_distill_recipe_is_a_shipped_config_per_teacher_kind():
     from conftest import fitted_bn_lenet
     from datafree_kd.models import create_model

@@ -21,6 +21,9 @@ add("k0-Q1", f"{DIS} {KEPT} {R}/k0q1 {R}/k0q1/Q1 24", ["k0-Q1-synth"])
 add("f1-Q1-synth", f"{SYN} {T[1]} {R}/f1q1 50")   # speculative: needed only if Q1 is chosen
 while True:
     running = [n for n, p in procs.items() if p.poll() is None]
+    failed = [n for n, p in procs.items() if p.poll() not in (None, 0) and p.returncode != -9]
+    if failed:
+        raise SystemExit(f"failed: {failed}")
     for name, cmd, after in list(queue):
         if len(running) >= 2:
             break
