@@ -53,8 +53,8 @@ fit (what was measured; ``fit_precision=auto`` is an option), and
 ``configs/distill/transfer-neighbours-large.yaml`` (the BN recipe on a ResNet-8, 24 epochs,
 float32 channels-last). Chosen on the kept ResNet-20's val over 100 rounds with 20 epochs (a tie
 inside 0.5 point, settled beforehand for the 50 rounds) and reported on three fresh teachers
-(figures there). Not measured past ResNet-20's size: a WRN-16-2 (154 MFLOPs) takes the same
-tier and costs more.
+(figures there). A WRN-16-2 (154 MFLOPs) takes the same tier; measured once, its run costs more
+than 30 CPU-minutes (``results/wrn-pair/``): the tier is sized for ResNet-20-class teachers.
 """
 
 from __future__ import annotations
