@@ -54,7 +54,14 @@ fit (what was measured; ``fit_precision=auto`` is an option), and
 float32 channels-last). Chosen on the kept ResNet-20's val over 100 rounds with 20 epochs (a tie
 inside 0.5 point, settled beforehand for the 50 rounds) and reported on three fresh teachers
 (figures there). A WRN-16-2 (154 MFLOPs) takes the same tier; measured once, its run costs more
-than 30 CPU-minutes (``results/wrn-pair/``): the tier is sized for ResNet-20-class teachers.
+than 30 CPU-minutes with that recipe (39.6, ``results/wrn-pair/``), mostly in the teacher's two
+passes per step (kd on the image and at a random neighbour).
+
+So a BatchNorm teacher of >= 80 MFLOPs per image (``batchnorm-xl``; where the two-pass run's
+measured cost, interpolated between ResNet-20 and WRN-16-2, crosses 30 CPU-minutes) keeps the
+large tier's synthesis but distils with kd alone (``configs/distill/transfer-kd-xl.yaml``): one
+teacher pass per step at the same 24 epochs (rule R12, chosen on the WRN-16-2 teacher's val
+against kd at the neighbour alone and against cutting steps, which lost 8 points: R11).
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ from .bn_hooks import batchnorm_layers
 #: (20k images, 200 meta rounds, 200 epochs) costs hours of CPU on ResNet-20 (rule R10,
 #: results/resnet20-pair/)
 LARGE_TEACHER_FLOPS = 10_000_000
+#: ... and past this many, the ``batchnorm-xl`` tier (one teacher pass per distillation step; rule
+#: R12, results/wrn-pair/)
+XL_TEACHER_FLOPS = 80_000_000
 #: images ``dfkd synthesize`` makes when ``--n`` is not given and no tier says otherwise
 DEFAULT_IMAGES = 20000
 
@@ -100,6 +110,10 @@ DEFAULTS: dict[str, DefaultChoice] = {
                                      "the teacher has BatchNorm layers and >= 10 MFLOPs per image",
                                      "configs/distill/transfer-neighbours-large.yaml",
                                      {"fit_precision": "float32", "channels_last": True}, images=10000),
+    "batchnorm-xl": DefaultChoice("fast", {"fit_rounds": 50, "bn_layers": "all"},
+                                  "the teacher has BatchNorm layers and >= 80 MFLOPs per image",
+                                  "configs/distill/transfer-kd-xl.yaml",
+                                  {"fit_precision": "float32", "channels_last": True}, images=10000),
 }
 
 
@@ -111,14 +125,16 @@ def teacher_flops(teacher: nn.Module, image_shape: tuple[int, ...]) -> int:
 
 
 def teacher_kind(teacher: nn.Module, image_shape: tuple[int, ...] | None = None) -> str:
-    """``plain``, ``batchnorm`` or ``batchnorm-large`` (the key of :data:`DEFAULTS`). The size tier
-    needs the teacher's input shape (a checkpoint's ``info.shape``); without one it is not told
-    and a BN teacher counts as LeNet-sized."""
+    """``plain``, ``batchnorm``, ``batchnorm-large`` or ``batchnorm-xl`` (the key of
+    :data:`DEFAULTS`). The size tier needs the teacher's input shape (a checkpoint's
+    ``info.shape``); without one it is not told and a BN teacher counts as LeNet-sized."""
     # the BN layers fast matches by default (BatchNorm2d with running statistics)
     if not batchnorm_layers(teacher):
         return "plain"
-    large = image_shape is not None and teacher_flops(teacher, image_shape) >= LARGE_TEACHER_FLOPS
-    return "batchnorm-large" if large else "batchnorm"
+    flops = teacher_flops(teacher, image_shape) if image_shape is not None else 0
+    if flops >= XL_TEACHER_FLOPS:
+        return "batchnorm-xl"
+    return "batchnorm-large" if flops >= LARGE_TEACHER_FLOPS else "batchnorm"
 
 
 def choose_default(teacher: nn.Module, options: dict[str, Any] | None = None,
@@ -151,7 +167,8 @@ CHAIN_RECIPE = "configs/distill/transfer-neighbours-grey-init.yaml"
 
 #: the teacher kind each recipe was measured on, as ``dfkd distill`` prints it
 RECIPE_KINDS = {"batchnorm": "a BatchNorm teacher", "plain": "a BN-free teacher", "chain": "a BN-free chain teacher",
-                "batchnorm-large": "a BatchNorm teacher of >= 10 MFLOPs"}
+                "batchnorm-large": "a BatchNorm teacher of >= 10 MFLOPs",
+                "batchnorm-xl": "a BatchNorm teacher of >= 80 MFLOPs"}
 
 
 def recipe_choice(teacher: nn.Module, single: bool = True, image_shape: tuple[int, ...] | None = None

@@ -146,17 +146,21 @@ def test_default_method_depends_on_batchnorm():
 
 
 @pytest.mark.parametrize("arch, kind", [("lenet5_bn", "batchnorm"), ("resnet20", "batchnorm-large"),
-                                         ("wrn_16_2", "batchnorm-large"), ("lenet5", "plain")])
+                                         ("wrn_16_2", "batchnorm-xl"), ("lenet5", "plain")])
 def test_batchnorm_teachers_past_lenet_size_take_the_large_tier(arch, kind):
     from datafree_kd.models import create_model
-    from generators.default import DEFAULTS, LARGE_TEACHER_FLOPS, teacher_flops, teacher_kind
+    from generators.default import DEFAULTS, LARGE_TEACHER_FLOPS, XL_TEACHER_FLOPS, teacher_flops, teacher_kind
 
     model = create_model(arch, 10, 1, 28).eval()
     assert teacher_kind(model, (1, 28, 28)) == kind
-    assert (teacher_flops(model, (1, 28, 28)) >= LARGE_TEACHER_FLOPS) == (kind == "batchnorm-large")
-    assert teacher_kind(model) == kind.replace("-large", "")  # no input shape: no size tier
-    large = DEFAULTS["batchnorm-large"]
-    assert large.images < DEFAULTS["batchnorm"].images and large.options["fit_rounds"] < DEFAULTS["batchnorm"].options["fit_rounds"]
+    flops = teacher_flops(model, (1, 28, 28))
+    assert (flops >= LARGE_TEACHER_FLOPS) == kind.startswith("batchnorm-")
+    assert (flops >= XL_TEACHER_FLOPS) == (kind == "batchnorm-xl")
+    assert teacher_kind(model) == kind.split("-")[0]  # no input shape: no size tier
+    for tier in ("batchnorm-large", "batchnorm-xl"):
+        large = DEFAULTS[tier]
+        assert large.images < DEFAULTS["batchnorm"].images
+        assert large.options["fit_rounds"] < DEFAULTS["batchnorm"].options["fit_rounds"]
 
 
 def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
@@ -167,7 +171,7 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
 
     data = write_tensor_dataset(tmp_path / "toy", n_train=32, n_test=16)
     teachers = {}
-    for arch in ("resnet20", "lenet5_bn"):
+    for arch in ("resnet20", "lenet5_bn", "wrn_16_2"):
         train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch=arch, epochs=1, batch_size=16,
                                          hflip=False, crop_padding=0, latency_runs=0, device="cpu"), tmp_path / arch)
         teachers[arch] = str(tmp_path / arch / "model.pt")
@@ -180,6 +184,11 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     cfg.validate()
     assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "float32", True)
     assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
+    # past 80 MFLOPs: the same set size, and one teacher pass per step (kd alone; rule R12)
+    assert resolve_set_size(SynthesizeConfig(teacher=teachers["wrn_16_2"])).n == 10000
+    layer, path, reason = recipe_defaults(teachers["wrn_16_2"], "transfer:anywhere")
+    assert path == "configs/distill/transfer-kd-xl.yaml" and reason.endswith(">= 80 MFLOPs")
+    assert layer["objective"] == "kd=1" and layer["epochs"] == 24 and layer["student"] == "resnet8"
     with pytest.raises(ConfigError, match="n must be >= 1"):
         SynthesizeConfig(teacher=teachers["resnet20"], n=0).validate()
 
