@@ -66,7 +66,7 @@ against kd at the neighbour alone and against cutting steps, which lost 8 points
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -110,11 +110,10 @@ DEFAULTS: dict[str, DefaultChoice] = {
                                      "the teacher has BatchNorm layers and >= 10 MFLOPs per image",
                                      "configs/distill/transfer-neighbours-large.yaml",
                                      {"fit_precision": "float32", "channels_last": True}, images=10000),
-    "batchnorm-xl": DefaultChoice("fast", {"fit_rounds": 50, "bn_layers": "all"},
-                                  "the teacher has BatchNorm layers and >= 80 MFLOPs per image",
-                                  "configs/distill/transfer-kd-xl.yaml",
-                                  {"fit_precision": "float32", "channels_last": True}, images=10000),
 }
+#: past 80 MFLOPs: the large tier's synthesis, a recipe with one teacher pass per step (rule R12)
+DEFAULTS["batchnorm-xl"] = replace(DEFAULTS["batchnorm-large"], recipe="configs/distill/transfer-kd-xl.yaml",
+                                   reason="the teacher has BatchNorm layers and >= 80 MFLOPs per image")
 
 
 def teacher_flops(teacher: nn.Module, image_shape: tuple[int, ...]) -> int:
