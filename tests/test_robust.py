@@ -349,6 +349,29 @@ def test_explore_without_search_distils_at_a_random_neighbour_labelled_by_the_te
     assert loss == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("fraction, explored", [(0.5, 3), (0.4, 3), (1.0, 6), (0.01, 1)])
+def test_explore_fraction_runs_the_term_on_the_first_part_of_the_batch_only(fraction, explored):
+    teacher, student = _models()
+    teacher.double(), student.double().eval()
+    batch = _batch(teacher, student, dtype=torch.float64)  # 6 images
+    recorded_t = _Recording(teacher)
+    part = dataclasses.replace(batch, teacher_model=recorded_t)
+    term = LOSS_TERMS.get("explore")(steps=0, random_start=False, fraction=fraction)
+    loss = term(part).item()
+    assert [len(x) for x in recorded_t.seen] == [explored]  # one teacher pass, on ceil(f * B) images
+    assert torch.equal(recorded_t.seen[0], batch.inputs[:explored])  # x' = x without a random start
+    head = dataclasses.replace(batch, inputs=batch.inputs[:explored], student_logits=batch.student_logits[:explored],
+                               teacher_logits=batch.teacher_logits[:explored])
+    assert loss == pytest.approx(LOSS_TERMS.get("explore")(steps=0, random_start=False)(head).item(), rel=1e-12)
+    assert term.hparams()["fraction"] == fraction
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, "half", True])
+def test_explore_fraction_outside_zero_one_is_refused(bad):
+    with pytest.raises(ConfigError, match="fraction"):
+        Objective.from_spec("kd=1,explore=1", {"explore": {"fraction": bad}})
+
+
 def test_rslad_attack_raises_its_adversarial_term():
     teacher, student = _models()
     student.eval()

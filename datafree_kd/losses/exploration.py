@@ -23,15 +23,23 @@ Cost per step: ``steps`` forward+backward passes through teacher and student for
 one teacher forward and one student forward+backward on x'. Defaults: eps 0.1, one step from a
 uniform random start (step size 2.5·eps, i.e. an FGSM-like jump to the ball's surface), T = 4
 (the suite's ``kd`` default); the student is searched in eval mode.
+
+``fraction`` (default 1) explores only the first ``ceil(fraction · B)`` images of the batch (a
+random subset: batches are shuffled): the term's teacher and student passes shrink with it, for a
+teacher so large that a second full pass per step does not fit the CPU budget
+(``results/wrn-pair/``, rule R13).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .base import DistillBatch, register_term
 from .robust import _AttackingTerm, _check_temperature, _full, _kl_batchmean
 
@@ -43,9 +51,13 @@ class ExplorationKDLoss(_AttackingTerm):
     default_inner_mode = "eval"
 
     def __init__(self, eps: float = 0.1, steps: int = 1, step_size: float | None = None, norm: str = "linf",
-                 random_start: bool = True, inner_mode: str | None = None, temperature: float = 4.0) -> None:
+                 random_start: bool = True, inner_mode: str | None = None, temperature: float = 4.0,
+                 fraction: float = 1.0) -> None:
         super().__init__(eps, steps, step_size, norm, random_start, inner_mode)
         self.temperature = _check_temperature(self.name, temperature)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ConfigError(f"{self.name}: fraction (of the batch explored) must be in (0, 1], got {fraction!r}")
+        self.fraction = float(fraction)
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
         student = self._student(batch)
@@ -56,11 +68,12 @@ class ExplorationKDLoss(_AttackingTerm):
             log_s = F.log_softmax(_full(student(z)), dim=1)
             return F.kl_div(log_s, log_t, reduction="sum", log_target=True)
 
-        x_explored = self.search(student, batch.inputs, disagreement)
+        inputs = batch.inputs[:math.ceil(self.fraction * len(batch.inputs))]
+        x_explored = self.search(student, inputs, disagreement)
         with torch.no_grad():
             t_explored = _full(teacher(x_explored))
         t = self.temperature
         return t * t * _kl_batchmean(t_explored, _full(student(x_explored)), t)
 
     def hparams(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, **self.attack_hparams()}
+        return {"temperature": self.temperature, "fraction": self.fraction, **self.attack_hparams()}
