@@ -32,9 +32,8 @@ teacher so large that a second full pass per step does not fit the CPU budget
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
