@@ -7,6 +7,7 @@
 #   R13 A: ... 0 options.inner_steps=2 -- recipe=configs/distill/transfer-neighbours-large.yaml term_options.explore.fraction=0.5
 #   R13 B: the same with options.inner_steps=1
 #   R14 C: ... SEED --n 5000 options.inner_steps=10 options.fit_rounds=25 -- epochs=48
+#   R15 E: ... SEED --n 5000 generators=2 options.inner_steps=10 options.fit_rounds=13 -- epochs=48
 set -euo pipefail
 export OMP_NUM_THREADS=1
 teacher=$1 out=$2 seed=$3; shift 3
