@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# pipeline_arm.sh TEACHER OUT SEED [SYNTHESIZE_ARGS...] -- [DISTILL_ARGS...] : one arm of rules
-# R13 / R14 -- `dfkd synthesize` then `dfkd distill` of its set, each with the arm's extra
-# arguments, one thread; CPU from /usr/bin/time (user + system) in OUT/synth.log, OUT/distill.log.
+# pipeline_arm.sh TEACHER OUT SEED [SYNTHESIZE_ARGS...] -- [DISTILL_ARGS...] : R12's user run (no
+# arguments: r12_user.sh) or one arm of rules R13-R15 -- `dfkd synthesize` then `dfkd distill` of
+# its set, each with the arm's extra arguments, one thread; CPU from /usr/bin/time (user + system) in OUT/synth.log, OUT/distill.log.
 # A finished synthesis (OUT/set/results.json) is not redone. Session 27 ran it with
 # TEACHER=/work/runs/s25/wrn/t1/model.pt on the 2-core AMD EPYC, two arms side by side:
 #   R13 A: ... 0 options.inner_steps=2 -- recipe=configs/distill/transfer-neighbours-large.yaml term_options.explore.fraction=0.5
