@@ -56,6 +56,9 @@ class LossTerm(nn.Module):
     name: str = ""
     student_layers: tuple[str, ...] = ()
     teacher_layers: tuple[str, ...] = ()
+    #: whether the term differentiates through ``batch.teacher_model`` (an input search through
+    #: both networks); such a term needs the float teacher, not an int8 copy
+    teacher_gradients: bool = False
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -58,6 +58,10 @@ class ExplorationKDLoss(_AttackingTerm):
             raise ConfigError(f"{self.name}: fraction (of the batch explored) must be in (0, 1], got {fraction!r}")
         self.fraction = float(fraction)
 
+    @property
+    def teacher_gradients(self) -> bool:  # type: ignore[override]
+        return self.steps > 0  # the disagreement search backpropagates through the teacher
+
     def forward(self, batch: DistillBatch) -> torch.Tensor:
         student = self._student(batch)
         teacher = self._teacher(batch)
