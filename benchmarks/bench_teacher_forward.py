@@ -41,12 +41,16 @@ def main() -> None:
     print(f"eager channels-last: {base_ms:.1f} ms/batch of {args.batch}")
     from torch.fx.experimental.optimization import fuse
 
+    from datafree_kd.teacher_int8 import int8_teacher
+
     modes = {"fx conv-bn fuse": lambda: fuse(copy.deepcopy(model)).to(memory_format=torch.channels_last)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in recent torch; timed as a reference
         modes["jit freeze + optimize_for_inference"] = lambda: torch.jit.optimize_for_inference(
             torch.jit.freeze(torch.jit.trace(copy.deepcopy(model), x)))
         modes["torch.compile"] = lambda: torch.compile(copy.deepcopy(model))
+        # what the loop runs under teacher_precision=int8 (calibrated here on random images)
+        modes["int8 (teacher_precision=int8)"] = lambda: int8_teacher(model, torch.rand(256, *loaded.info.shape))
         for name, build in modes.items():
             try:
                 ms, out = per_batch_ms(build(), x, args.runs)
