@@ -224,8 +224,6 @@ def _check_int8_teacher(cfg: "DistillConfig", kind: str, objective: Objective) -
     if kind == "online":
         raise ConfigError("teacher_precision=int8 calibrates on a transfer set's (or real) images; an online "
                           "source has none before training: use teacher_precision=float32")
-    if cfg.precision != "float32":
-        raise ConfigError(f"teacher_precision=int8 needs precision=float32 (got {cfg.precision!r})")
     if objective.teacher_layers:
         raise ConfigError(f"teacher_precision=int8 gives logits only; the objective taps teacher layers "
                           f"{objective.teacher_layers}: use teacher_precision=float32")

@@ -3,6 +3,7 @@ and refused (clearly) wherever it cannot serve."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -73,7 +74,6 @@ def test_int8_distillation_labels_with_the_int8_copy_and_learns_as_float32_does(
 @pytest.mark.parametrize(
     "kw, message",
     [({"teacher_precision": "int4"}, "teacher_precision must be float32 or int8"),
-     ({"teacher_precision": "int8", "precision": "bfloat16"}, "needs precision=float32"),
      ({"teacher_precision": "int8", "source": "online:noise", "steps": 2}, "online source"),
      ({"teacher_precision": "int8", "objective": "kd=1,explore=1", "term_options": {"explore": {"steps": 1}}},
       "cannot backpropagate through the teacher"),
@@ -89,14 +89,18 @@ def test_int8_is_refused_where_it_cannot_serve(toy_teacher, tmp_path, kw, messag
     assert not (tmp_path / "bad" / "model.pt").exists()
 
 
-def test_explore_without_search_runs_with_an_int8_teacher(toy_teacher, tmp_path):
+@pytest.mark.parametrize("kw", [{"objective": "kd=1,explore=1", "term_options": {"explore": {"steps": 0, "eps": 0.05}}},
+                                {"precision": "bfloat16"}])
+def test_int8_teacher_serves_a_random_neighbour_term_and_bf16_student_passes(toy_teacher, tmp_path, kw):
+    """Neither needs the teacher's gradients: explore without search relabels its neighbours with
+    the int8 copy, and under bf16 autocast the quantised kernels still answer in float32."""
     from datafree_kd.distillation import run_distillation
 
     data, teacher = toy_teacher
-    results = run_distillation(_cfg(data, teacher, teacher_precision="int8", objective="kd=1,explore=1",
-                                    term_options={"explore": {"steps": 0, "eps": 0.05}}, steps=6, epochs=0),
-                               tmp_path / "x")
+    results = run_distillation(_cfg(data, teacher, teacher_precision="int8", steps=6, epochs=0, **kw), tmp_path / "x")
     assert results["teacher_precision"] == "int8" and results["steps"] == 6
+    totals = [v for row in results["history"] for k, v in row.items() if k.endswith("/total")]
+    assert totals and all(math.isfinite(v) for v in totals)
 
 
 def test_a_torch_without_fx_quantisation_gets_a_clear_error(monkeypatch):
