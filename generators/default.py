@@ -60,8 +60,9 @@ passes per step (kd on the image and at a random neighbour).
 So a BatchNorm teacher of >= 80 MFLOPs per image (``batchnorm-xl``; where the two-pass run's
 measured cost, interpolated between ResNet-20 and WRN-16-2, crosses 30 CPU-minutes) keeps the
 large tier's synthesis but distils with kd alone (``configs/distill/transfer-kd-xl.yaml``): one
-teacher pass per step at the same 24 epochs (rule R12, chosen on the WRN-16-2 teacher's val
-against kd at the neighbour alone and against cutting steps, which lost 8 points: R11).
+teacher pass per step (rule R12, chosen on the WRN-16-2 teacher's val against kd at the neighbour
+alone and against cutting steps, which lost 8 points: R11), made by an int8 copy of the teacher on
+CPU, whose saved CPU pays for 32 epochs instead of 24 (rule R17).
 """
 
 from __future__ import annotations

@@ -184,11 +184,13 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     cfg.validate()
     assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "float32", True)
     assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
-    # past 80 MFLOPs: the same set size, and one teacher pass per step (kd alone; rule R12)
+    # past 80 MFLOPs: the same set size, one teacher pass per step (kd alone; rule R12), made by an
+    # int8 copy of the teacher, whose saved CPU pays for 32 epochs (rule R17)
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["wrn_16_2"])).n == 10000
     layer, path, reason = recipe_defaults(teachers["wrn_16_2"], "transfer:anywhere")
     assert path == "configs/distill/transfer-kd-xl.yaml" and reason.endswith(">= 80 MFLOPs")
-    assert layer["objective"] == "kd=1" and layer["epochs"] == 24 and layer["student"] == "resnet8"
+    assert layer["objective"] == "kd=1" and layer["epochs"] == 32 and layer["student"] == "resnet8"
+    assert layer["teacher_precision"] == "int8"
     with pytest.raises(ConfigError, match="n must be >= 1"):
         SynthesizeConfig(teacher=teachers["resnet20"], n=0).validate()
 
