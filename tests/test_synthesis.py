@@ -180,9 +180,10 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"], method="fast")).n == 20000  # no tier asked
     layer, path, reason = recipe_defaults(teachers["resnet20"], "transfer:anywhere")
     assert path == "configs/distill/transfer-neighbours-large.yaml" and reason.endswith(">= 10 MFLOPs")
-    cfg = DistillConfig(**{k: v for k, v in layer.items() if k != "term_options"}, teacher=teachers["resnet20"])
-    cfg.validate()
+    cfg = DistillConfig(**layer, teacher=teachers["resnet20"])
+    cfg.validate()  # the recipe's explore runs without search (steps 0), so int8 teacher passes can serve it
     assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "float32", True)
+    assert (cfg.teacher_precision, cfg.epochs, cfg.term_options["explore"]["steps"]) == ("int8", 31, 0)  # R19
     assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
     # past 80 MFLOPs: the same set size, one teacher pass per step (kd alone; rule R12), made by an
     # int8 copy of the teacher, whose saved CPU pays for 32 epochs (rule R17)
