@@ -111,8 +111,8 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: teacher and student conv weights in NHWC (oneDNN's faster layout on CPUs)
     channels_last: bool = False
     #: ``int8``: the loop labels its batches with a post-training int8 copy of the teacher,
-    #: calibrated on the source's first images (CPU only; ~1.8x faster WRN-16-2 passes on AVX2,
-    #: ``datafree_kd.teacher_int8``); evaluation keeps the float teacher. ``float32``: the teacher as is
+    #: calibrated on the source's first images (CPU only; why and how fast: ``datafree_kd.teacher_int8``,
+    #: results/wrn-pair/ R16); evaluation keeps the float teacher. ``float32``: the teacher as is
     teacher_precision: str = "float32"
     checkpoint_every: int = 500
     log_every: int = 50

@@ -4,8 +4,8 @@ Why: with a large teacher (WRN-16-2, 154 MFLOPs per image) the teacher's forward
 a distillation step on CPU, and the loop only ever reads its logits without gradients. A
 post-training-quantised copy (int8 weights per channel and int8 activations, calibrated on images
 of the run's own source -- for a data-free run, the synthetic transfer set) answers the same
-batches about 1.8x faster on an AVX2 CPU, with soft labels that differ by a KL far below what
-the distillation fits (measured in ``results/wrn-pair/``). The float teacher stays the reference
+batches markedly faster on an x86 CPU, with soft labels that differ by a KL far below what the
+distillation fits (figures: ``results/wrn-pair/``, R16). The float teacher stays the reference
 everywhere else: evaluation, agreement, terms that differentiate through the teacher.
 
 The copy is built with PyTorch's FX graph-mode quantisation (``torch.ao.quantization``), which
