@@ -243,9 +243,7 @@ def _loop_teacher(cfg: "DistillConfig", teacher: torch.nn.Module, source: BatchS
         return teacher, "float32"
     from .teacher_int8 import CALIBRATION_IMAGES, int8_teacher
 
-    data = source_head(source, CALIBRATION_IMAGES)  # fixed-set sources only: online ones were refused
-    if data is None:
-        raise ConfigError(f"teacher_precision=int8 needs a fixed set of images to calibrate on; {source.description} has none")
+    data = source_head(source, CALIBRATION_IMAGES)  # a fixed set: validate() refused online sources
     calibration = data.as_float(data.images)
     return int8_teacher(teacher, calibration), "int8"
 
