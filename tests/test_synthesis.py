@@ -168,6 +168,7 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     from datafree_kd.synthesis import resolve_set_size
     from datafree_kd.teacher_training import TeacherTrainConfig, train_teacher
     from conftest import write_tensor_dataset
+    from generators.default import choose_default
 
     data = write_tensor_dataset(tmp_path / "toy", n_train=32, n_test=16)
     teachers = {}
@@ -185,12 +186,14 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "float32", True)
     assert (cfg.teacher_precision, cfg.epochs, cfg.term_options["explore"]["steps"]) == ("int8", 31, 0)  # R19
     assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
-    # past 80 MFLOPs: the same set size, one teacher pass per step (kd alone; rule R12), made by an
-    # int8 copy of the teacher, whose saved CPU pays for 32 epochs (rule R17)
-    assert resolve_set_size(SynthesizeConfig(teacher=teachers["wrn_16_2"])).n == 10000
+    # past 80 MFLOPs: one teacher pass per step (kd alone; rule R12), made by an int8 copy of the
+    # teacher (rule R17), on half the images adapted twice as long, distilled for 68 epochs (R20)
+    assert resolve_set_size(SynthesizeConfig(teacher=teachers["wrn_16_2"])).n == 5000
+    method, options, _ = choose_default(load_teacher(teachers["wrn_16_2"]).model, image_shape=(1, 28, 28))
+    assert (method, options["inner_steps"], options["fit_rounds"]) == ("fast", 10, 25)
     layer, path, reason = recipe_defaults(teachers["wrn_16_2"], "transfer:anywhere")
     assert path == "configs/distill/transfer-kd-xl.yaml" and reason.endswith(">= 80 MFLOPs")
-    assert layer["objective"] == "kd=1" and layer["epochs"] == 32 and layer["student"] == "resnet8"
+    assert layer["objective"] == "kd=1" and layer["epochs"] == 68 and layer["student"] == "resnet8"
     assert layer["teacher_precision"] == "int8"
     with pytest.raises(ConfigError, match="n must be >= 1"):
         SynthesizeConfig(teacher=teachers["resnet20"], n=0).validate()
