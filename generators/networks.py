@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from datafree_kd.data.info import DatasetInfo
@@ -26,6 +27,40 @@ from datafree_kd.errors import ConfigError
 from .base import OnlineSynthesizer, TeacherFn
 
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+def fold_upsample_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """The 4x4 stride-2 transposed-convolution kernel ``(cin, cout, 4, 4)`` equal to nearest x2
+    upsampling followed by the 3x3, padding-1 convolution ``weight`` ``(cout, cin, 3, 3)``.
+
+    After nearest upsampling, an output pixel's three taps along an axis fall on two input pixels:
+    even outputs see ``w0`` on the previous input and ``w1 + w2`` on their own, odd outputs
+    ``w0 + w1`` on their own and ``w2`` on the next — the transposed taps ``[w2, w1+w2, w0+w1, w0]``."""
+    def fold(w: torch.Tensor) -> torch.Tensor:  # fold the last axis: 3 taps -> 4
+        return torch.stack([w[..., 2], w[..., 1] + w[..., 2], w[..., 0] + w[..., 1], w[..., 0]], -1)
+
+    return fold(fold(weight).transpose(-1, -2)).transpose(-1, -2).transpose(0, 1)
+
+
+class UpsampleConv2d(nn.Conv2d):
+    """Nearest x2 upsampling, then a 3x3 convolution with padding 1 — computed as one stride-2
+    transposed convolution with the folded kernel (:func:`fold_upsample_kernel`). The same function
+    and the same parameters as ``nn.Upsample`` + ``nn.Conv2d``, at 4/9 of the multiply-adds and
+    without the upsampled map; in a DCGAN generator's fit on CPU these convolutions are most of the
+    work (``benchmarks/RESULTS.md``)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = fold_upsample_kernel(self.weight)
+        if _channels_last(self.weight):  # the module was put in channels-last: so is the whole block
+            x, kernel = (t.contiguous(memory_format=torch.channels_last) for t in (x, kernel))
+        return F.conv_transpose2d(x, kernel, self.bias, stride=2, padding=1)
+
+
+def _channels_last(weight: torch.Tensor) -> bool:
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 class DCGANGenerator(nn.Module):
@@ -43,10 +78,9 @@ class DCGANGenerator(nn.Module):
       resume's back. A side effect shared with the original: an image depends on its batch-mates.
 
     ``image_size`` must be divisible by 4 (28 px -> 7x7 seed, 32 px -> 8x8). Width: the paper uses
-    ``base_channels=128``; the CPU default is 64. Measured on the 2-core development machine (1
-    thread, shared with other jobs): one DAFL generator step (forward + backward through a LeNet-5
-    teacher, Adam update; batch 256, 28 px) takes ~0.7 s at width 64 against ~2.2 s at 128, and
-    sampling a batch of 256 ~0.25 s against ~0.9 s. On a GPU use 128.
+    ``base_channels=128``; the CPU default is 64 (its convolutions cost about a quarter as much).
+    On a GPU use 128. Each upsampling is folded into the convolution after it
+    (:class:`UpsampleConv2d`): the same function, fewer multiply-adds.
     """
 
     def __init__(
@@ -74,9 +108,11 @@ class DCGANGenerator(nn.Module):
             return nn.BatchNorm2d(c, track_running_stats=False)
 
         def up_block(cin: int, cout: int) -> nn.Sequential:
+            # the upsampling is folded into the convolution; the Identity keeps the layer indices
+            # (and so the state-dict keys) of the Upsample + Conv2d block generators were saved with
             return nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.Identity(),
+                UpsampleConv2d(cin, cout),
                 bn(cout),
                 nn.LeakyReLU(negative_slope),
             )

@@ -183,6 +183,36 @@ def test_generator_shapes_and_range(channels, size, seed_size):
         DCGANGenerator(1, 30)
 
 
+@pytest.mark.parametrize("side", [1, 7, 8])
+def test_folded_upsample_conv_is_upsample_then_conv(side):
+    from generators.networks import UpsampleConv2d
+
+    torch.manual_seed(0)
+    folded = UpsampleConv2d(5, 4)
+    plain = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(5, 4, 3, padding=1))
+    plain[1].load_state_dict(folded.state_dict())
+    x = torch.randn(3, 5, side, side, requires_grad=True)
+    out_folded, out_plain = folded(x), plain(x)
+    assert out_folded.shape == (3, 4, 2 * side, 2 * side)
+    torch.testing.assert_close(out_folded, out_plain, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out_plain)
+    for a, b in zip(torch.autograd.grad(out_folded, (x, folded.weight, folded.bias), grad),
+                    torch.autograd.grad(out_plain, (x, plain[1].weight, plain[1].bias), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_generator_state_dict_keys_are_those_of_upsample_plus_conv():
+    # generators saved before the upsampling was folded (Upsample at index 0, Conv2d at 1) still load
+    net = DCGANGenerator(1, 28, latent_dim=16, base_channels=8)
+    keys = set(net.state_dict())
+    assert {"blocks.0.1.weight", "blocks.0.1.bias", "blocks.1.1.weight", "to_image.weight"} <= keys
+    torch.manual_seed(1)
+    fresh = DCGANGenerator(1, 28, latent_dim=16, base_channels=8)
+    net.load_state_dict(fresh.state_dict())
+    z = sample_latent(4, 16, torch.Generator().manual_seed(0), CPU)
+    assert torch.equal(net(z), fresh(z))
+
+
 def test_online_gans_work_at_32px_rgb():
     info = DatasetInfo("rgb", 10, 3, 32, (0.5,) * 3, (0.5,) * 3)
     torch.manual_seed(0)
