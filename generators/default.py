@@ -118,7 +118,8 @@ DEFAULTS: dict[str, DefaultChoice] = {
 #: and, since rule R20, half the images each adapted twice as long (10 inner steps, 25 meta rounds:
 #: the same fit budget), whose saved synthesis CPU pays for more distillation steps
 DEFAULTS["batchnorm-xl"] = replace(DEFAULTS["batchnorm-large"], recipe="configs/distill/transfer-kd-xl.yaml",
-                                   options={"fit_rounds": 25, "inner_steps": 10, "bn_layers": "all"}, images=5000,
+                                   options={**DEFAULTS["batchnorm-large"].options, "fit_rounds": 25, "inner_steps": 10},
+                                   images=5000,
                                    reason="the teacher has BatchNorm layers and >= 80 MFLOPs per image")
 
 

@@ -54,13 +54,11 @@ class UpsampleConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = fold_upsample_kernel(self.weight)
-        if _channels_last(self.weight):  # the module was put in channels-last: so is the whole block
+        weight = self.weight
+        if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            # the module was put in channels-last: so is the whole block (else it falls back to NCHW)
             x, kernel = (t.contiguous(memory_format=torch.channels_last) for t in (x, kernel))
         return F.conv_transpose2d(x, kernel, self.bias, stride=2, padding=1)
-
-
-def _channels_last(weight: torch.Tensor) -> bool:
-    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 class DCGANGenerator(nn.Module):
