@@ -74,6 +74,14 @@ Choices (defaults sized for 28/32 px teachers on a CPU; override any of them):
   of what the teacher calls that class. Starting from another synthesizer's images (e.g. a DAFL
   set) keeps their diversity while the teacher's gradients pull each towards its target; a lower
   ``lr`` keeps more of the start. Only synthetic sets are read, so the run stays data-free.
+* **Within-class diversity** (ours, off by default): ``diversity=w`` adds ``w`` times the mean
+  cosine similarity, in the teacher's penultimate features (the input of its last Linear layer,
+  :class:`PenultimateFeatures`), between every two images of the batch with the same target
+  (:func:`within_class_similarity`). Why: on a teacher without BatchNorm the CE term alone lets
+  every image of a class converge to one prototype; the repulsion keeps them apart while CE keeps
+  each on its class (unlike ``start_from``, the images still start from noise and reach the
+  teacher's full confidence). CMI's instance discrimination has the same aim with a generator,
+  a projection head and a memory bank; this acts on the pixels of one batch and needs neither.
 * **Competition** follows the official ADI term at temperature 3 with one difference: we use the
   true Jensen-Shannon divergence in bits (``0.5 KL(P||M) + 0.5 KL(Q||M)`` over ``ln 2``, so it
   lies in [0, 1]) where the official code computes ``KL(M||P)`` terms on clamped probabilities.
@@ -88,7 +96,7 @@ eval mode during inversion and get their previous modes back afterwards.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Sequence
 
@@ -98,6 +106,7 @@ from torch import nn
 
 from datafree_kd.data.info import DatasetInfo
 from datafree_kd.errors import ConfigError
+from datafree_kd.hooks import HookOwner
 
 from .base import MaterializingSynthesizer, OnlineSynthesizer, TeacherFn, register_synthesizer
 from .bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, NoBatchNormMatching, as_module, bn_matching
@@ -243,6 +252,7 @@ class InversionSettings(PriorSettings):
     temperature: float = 3.0
     mix_fraction: float = 0.0
     mix_range: tuple[float, float] = (0.4, 0.7)
+    diversity: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_priors()
@@ -263,7 +273,7 @@ class InversionSettings(PriorSettings):
             raise ConfigError(f"param must be one of {PARAMETRISATIONS}, got {self.param!r}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
-        weights = ("ce_weight", "bn_weight", "competition_weight")
+        weights = ("ce_weight", "bn_weight", "competition_weight", "diversity")
         for name in weights:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -305,10 +315,14 @@ def inversion_objective(
     settings: InversionSettings,
     generator: torch.Generator,
     students: Sequence[nn.Module] = (),
+    features: PenultimateFeatures | None = None,
+    classes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """DeepInversion's loss for images ``x`` in [0, 1] (augmented here); returns (total, terms).
 
-    ``targets`` are class indices, or rows of class probabilities (mixed targets)."""
+    ``targets`` are class indices, or rows of class probabilities (mixed targets); the diversity
+    term groups images by ``classes`` (the class indices; ``targets`` when not given) and reads
+    the teacher's penultimate features from ``features``."""
     x_aug = jitter_flip(x, settings.jitter, settings.flip, generator)
     logits = teacher(x_aug)
     terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(logits.float(), targets)}
@@ -317,6 +331,11 @@ def inversion_objective(
         terms["bn"] = bn.loss()
         total = total + settings.bn_weight * terms["bn"]
     total = total + add_image_priors(terms, x_aug, settings)
+    if settings.diversity > 0:
+        if features is None:
+            raise ValueError("diversity > 0 needs the teacher's penultimate features (PenultimateFeatures)")
+        terms["diversity"] = within_class_similarity(features.take(), targets if classes is None else classes)
+        total = total + settings.diversity * terms["diversity"]
     if settings.competition_weight > 0 and students:
         terms["competition"] = torch.stack(
             [competition_loss(logits, s(x_aug), settings.temperature) for s in students]
@@ -324,6 +343,41 @@ def inversion_objective(
         total = total + settings.competition_weight * terms["competition"]
     terms["total"] = total
     return total, terms
+
+
+class PenultimateFeatures(HookOwner):
+    """The flattened input of a model's last ``nn.Linear`` at the latest forward (graph kept):
+    the penultimate features that ``diversity`` spreads apart."""
+
+    def __init__(self, model: nn.Module) -> None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ConfigError(f"diversity needs a teacher with a final Linear layer; {type(model).__name__} has none")
+        self.value: torch.Tensor | None = None
+        self._handles = [linears[-1].register_forward_hook(self._keep)]
+
+    def _keep(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self.value = inputs[0].flatten(1)
+
+    def take(self) -> torch.Tensor:
+        if self.value is None:
+            raise RuntimeError("the teacher's last Linear layer did not run in the last forward")
+        value, self.value = self.value, None
+        return value
+
+    def _after_remove(self) -> None:
+        self.value = None
+
+
+def within_class_similarity(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity over all pairs of distinct images with the same target (0 when no
+    class has two images in the batch)."""
+    unit = F.normalize(features.float(), dim=1)
+    same = targets.view(-1, 1) == targets.view(1, -1)
+    same.fill_diagonal_(False)
+    if not bool(same.any()):
+        return unit.new_zeros(())
+    return (unit @ unit.T)[same].mean()
 
 
 @dataclass
@@ -440,10 +494,11 @@ def invert(
     plan = MixPlan.draw(settings, batch_size, generator) if settings.mix_fraction > 0 else None
     objective_targets = targets
     history: list[dict[str, float]] = []
+    features = PenultimateFeatures(module) if settings.diversity > 0 else None
     with eval_mode(module, *competitors), bn_matching(
         module, settings.bn_weight, first_bn_multiplier=settings.first_bn_multiplier,
         layer_types=BN_LAYER_SETS[settings.bn_layers],
-    ) as bn:
+    ) as bn, (features or nullcontext()):
         for it in range(settings.iterations):
             if settings.cosine:
                 for group in optimizer.param_groups:
@@ -453,7 +508,8 @@ def invert(
                 with torch.no_grad():
                     objective_targets = runner_up_mixture(teacher(x), targets, plan)
                 bn.reset()  # that forward is not part of the objective
-            total, terms = inversion_objective(teacher, bn, x, objective_targets, settings, generator, competitors)
+            total, terms = inversion_objective(teacher, bn, x, objective_targets, settings, generator, competitors,
+                                               features=features, classes=targets)
             (grad,) = torch.autograd.grad(total, [var])
             var.grad = grad
             optimizer.step()

@@ -29,9 +29,11 @@ from generators.deepinversion import (
     image_prior_losses,
     jitter_flip,
     MixPlan,
+    PenultimateFeatures,
     StartImages,
     make_targets,
     runner_up_mixture,
+    within_class_similarity,
 )
 from generators.fast import FastMeta, decision_adversarial_loss
 
@@ -268,6 +270,42 @@ def test_mixed_targets_pull_images_between_the_target_and_its_runner_up(teacher)
     assert p_mixed[rows, partner].mean() > 0.3
     again = DeepInversion(INFO, **common, mix_fraction=1.0, mix_range=(0.5, 0.5))
     assert torch.equal(x_mixed, again.generate(teacher, 20, torch.Generator().manual_seed(0), CPU))
+
+
+def test_within_class_similarity_averages_same_class_pairs_only():
+    features = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    # pairs (0,1) cos 1 and (2,3) cos 1/sqrt(2); pairs across classes do not count
+    got = within_class_similarity(features, torch.tensor([0, 0, 1, 1]))
+    assert torch.isclose(got, torch.tensor((1.0 + 2 ** -0.5) / 2))
+    assert within_class_similarity(features, torch.tensor([0, 1, 2, 3])) == 0  # no class has two images
+
+
+def test_diversity_spreads_a_class_apart_and_keeps_it_on_target(teacher):
+    """Same seed and targets: with the repulsion on, images of one class are less alike in the
+    teacher's penultimate features, the teacher still gives them their class, and no hook stays."""
+    common = dict(iterations=60, bn_weight=0.0)
+    targets = torch.tensor([2] * 8 + [7] * 8)
+    runs = {}
+    for weight in (0.0, 1.5):
+        synth = DeepInversion(INFO, **common, diversity=weight)
+        x = synth.generate(teacher, 16, torch.Generator().manual_seed(0), CPU, targets=targets)
+        with PenultimateFeatures(teacher) as features, torch.no_grad():
+            hit = (teacher(x).argmax(1) == targets).float().mean().item()
+            runs[weight] = (within_class_similarity(features.take(), targets).item(), hit, synth.last_result.history)
+    assert runs[1.5][0] < runs[0.0][0] - 0.1  # 0.72 against 0.95 measured
+    assert runs[1.5][1] >= 0.8 and runs[0.0][1] >= 0.9  # 15 / 16 and 16 / 16 measured; chance 0.1
+    assert "diversity" in runs[1.5][2][0] and "diversity" not in runs[0.0][2][0]
+    assert hooks_left(teacher) == 0 and no_grads(teacher)
+
+
+def test_diversity_refuses_bad_weights_and_teachers_without_a_linear_head():
+    with pytest.raises(ConfigError, match="diversity"):
+        DeepInversion(INFO, diversity=-1.0)
+    conv_only = nn.Sequential(nn.Conv2d(1, 10, 28), nn.Flatten())
+    synth = DeepInversion(INFO, iterations=2, bn_weight=0.0, diversity=1.0)
+    with pytest.raises(ConfigError, match="final Linear"):
+        synth.generate(conv_only, 4, torch.Generator().manual_seed(0), CPU)
+    assert hooks_left(conv_only) == 0
 
 
 def start_set(path, images: torch.Tensor, info: DatasetInfo = INFO, dtype: str = "uint8") -> str:
