@@ -79,8 +79,8 @@ Choices (defaults sized for 28/32 px teachers on a CPU; override any of them):
   :class:`PenultimateFeatures`), between every two images of the batch with the same target
   (:func:`within_class_similarity`). Why: on a teacher without BatchNorm the CE term alone lets
   every image of a class converge to one prototype; the repulsion keeps them apart while CE keeps
-  each on its class (unlike ``start_from``, the images still start from noise and reach the
-  teacher's full confidence). CMI's instance discrimination has the same aim with a generator,
+  each on its class (unlike ``start_from``, the images still start from noise and keep nearly
+  the confidence of one-prototype inversion). CMI's instance discrimination has the same aim with a generator,
   a projection head and a memory bank; this acts on the pixels of one batch and needs neither.
 * **Competition** follows the official ADI term at temperature 3 with one difference: we use the
   true Jensen-Shannon divergence in bits (``0.5 KL(P||M) + 0.5 KL(Q||M)`` over ``ln 2``, so it
@@ -494,11 +494,10 @@ def invert(
     plan = MixPlan.draw(settings, batch_size, generator) if settings.mix_fraction > 0 else None
     objective_targets = targets
     history: list[dict[str, float]] = []
-    features = PenultimateFeatures(module) if settings.diversity > 0 else None
     with eval_mode(module, *competitors), bn_matching(
         module, settings.bn_weight, first_bn_multiplier=settings.first_bn_multiplier,
         layer_types=BN_LAYER_SETS[settings.bn_layers],
-    ) as bn, (features or nullcontext()):
+    ) as bn, (PenultimateFeatures(module) if settings.diversity > 0 else nullcontext()) as features:
         for it in range(settings.iterations):
             if settings.cosine:
                 for group in optimizer.param_groups:

@@ -306,6 +306,10 @@ def test_diversity_refuses_bad_weights_and_teachers_without_a_linear_head():
     with pytest.raises(ConfigError, match="final Linear"):
         synth.generate(conv_only, 4, torch.Generator().manual_seed(0), CPU)
     assert hooks_left(conv_only) == 0
+    plain = freeze(create_model("lenet5", 10, 1, 28))  # the BN term (on by default) refuses it: no hook may stay
+    with pytest.raises(ConfigError, match="no BatchNorm"):
+        DeepInversion(INFO, iterations=2, diversity=1.0).generate(plain, 4, torch.Generator().manual_seed(0), CPU)
+    assert hooks_left(plain) == 0
 
 
 def start_set(path, images: torch.Tensor, info: DatasetInfo = INFO, dtype: str = "uint8") -> str:
