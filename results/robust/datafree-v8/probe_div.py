@@ -1,5 +1,8 @@
-"""Probe: DI from noise (robust settings) with a within-class feature-repulsion term of weight w."""
-import sys, time, torch
+"""Probe: DI from noise (robust settings) with a within-class feature-repulsion term of weight w.
+
+    OUT=DIR python results/robust/datafree-v8/probe_div.py base:w=0 d1:w=1.0 d1tv:w=1.0:tv_l2=0.02
+(written before the option existed; the option reproduces its first batch: within-class 0.70, hit 1.0, conf 0.83)."""
+import os, sys, time, torch
 torch.set_num_threads(2)
 import torch.nn.functional as F
 import generators.deepinversion as di
@@ -51,7 +54,7 @@ def run(name, n=500, w=0.0, **opts):
     print(f'{name:14s} w {w:5.2f} hit {float((l.argmax(1)==t).float().mean()):.3f} conf {float(p.max(1).values.mean()):.3f} shirts {int(ms.sum())} '
           f'shirtcov {float(cov.mean()):.3f} shirtpair {float(pair):.3f} classpair {allpair:.3f} allcov {float(allcov.mean()):.3f} tv {tv:.3f} mean {float(x.mean()):.3f} cpu {time.process_time()-t0:.0f}s', flush=True)
     rows = torch.cat([x[t == c][:10] for c in range(10)])
-    vu.save_image(F.interpolate(rows, scale_factor=2), f'/work/runs/s30/p-{name}.png', nrow=10, padding=1)
+    vu.save_image(F.interpolate(rows, scale_factor=2), os.path.join(os.environ.get('OUT', '.'), f'p-{name}.png'), nrow=10, padding=1)
 for spec in sys.argv[1:]:
     name, *kv = spec.split(':')
     opts = {k: float(v) if '.' in v or 'e' in v else int(v) for k, v in (a.split('=') for a in kv)}
