@@ -334,7 +334,10 @@ def inversion_objective(
     if settings.diversity > 0:
         if features is None:
             raise ValueError("diversity > 0 needs the teacher's penultimate features (PenultimateFeatures)")
-        terms["diversity"] = within_class_similarity(features.take(), targets if classes is None else classes)
+        groups = targets if classes is None else classes
+        if groups.dim() != 1:
+            raise ValueError("diversity groups images by class index: pass classes= with soft (mixed) targets")
+        terms["diversity"] = within_class_similarity(features.take(), groups)
         total = total + settings.diversity * terms["diversity"]
     if settings.competition_weight > 0 and students:
         terms["competition"] = torch.stack(

@@ -21,12 +21,16 @@ from datafree_kd.errors import ConfigError
 from datafree_kd.models import create_model
 from datafree_kd.teacher import freeze, is_frozen
 from generators import SYNTHESIZERS
-from generators.bn_hooks import BN_LAYER_SETS, BatchNormStatsLoss, as_module, batchnorm_layers, channel_stats
+from generators.bn_hooks import (
+    BN_LAYER_SETS, BatchNormStatsLoss, NoBatchNormMatching, as_module, batchnorm_layers, channel_stats,
+)
 from generators.deepinversion import (
     AdaptiveDeepInversion,
     DeepInversion,
+    InversionSettings,
     competition_loss,
     image_prior_losses,
+    inversion_objective,
     jitter_flip,
     MixPlan,
     PenultimateFeatures,
@@ -306,6 +310,12 @@ def test_diversity_refuses_bad_weights_and_teachers_without_a_linear_head():
     with pytest.raises(ConfigError, match="final Linear"):
         synth.generate(conv_only, 4, torch.Generator().manual_seed(0), CPU)
     assert hooks_left(conv_only) == 0
+    lenet = freeze(create_model("lenet5", 10, 1, 28))  # soft (mixed) targets cannot group images by class
+    settings = InversionSettings(bn_weight=0.0, diversity=1.0)
+    soft = torch.full((4, 10), 0.1)
+    with PenultimateFeatures(lenet) as features, pytest.raises(ValueError, match="classes="):
+        inversion_objective(lenet, NoBatchNormMatching(), torch.rand(4, 1, 28, 28), soft, settings,
+                            torch.Generator().manual_seed(0), features=features)
     plain = freeze(create_model("lenet5", 10, 1, 28))  # the BN term (on by default) refuses it: no hook may stay
     with pytest.raises(ConfigError, match="no BatchNorm"):
         DeepInversion(INFO, iterations=2, diversity=1.0).generate(plain, 4, torch.Generator().manual_seed(0), CPU)
