@@ -3,9 +3,11 @@
 Probe (session 31, exploration): fine-tune a fitted DAFL generator (SYNTH_STAGE/synthesizer.pt) on
 DAFL's loss minus LAM * L1(p_teacher, p_student) against a trained student, then sample N images
 (with teacher logits) into a new transfer set. The first try, an unbounded KL, collapsed the batch
-entropy (one class); the bounded L1 keeps the classes balanced."""
+entropy (one class); the bounded L1 keeps the classes balanced. Generator seed 606, two torch threads (run it alone)."""
 import sys, torch, torch.nn.functional as F
 torch.set_num_threads(2)
+if len(sys.argv) != 8:
+    sys.exit(__doc__)
 from datafree_kd.checkpoint import load_model
 from datafree_kd.transfer_set import TransferSet
 from generators.dafl import DAFL

@@ -5,8 +5,12 @@ first 5,000 images of each other draw of that teacher; Y = on its own set's firs
 student's last val record (metrics.jsonl). Reads no test figure."""
 import glob, json, os, sys, torch, yaml
 torch.set_num_threads(1)
+if len(sys.argv) != 3:
+    sys.exit(__doc__)
 from collections import defaultdict
 from datafree_kd.checkpoint import load_model
+from datafree_kd.evaluation import predict
+from datafree_kd.metrics import agreement
 from datafree_kd.transfer_set import open_transfer_set
 from scipy.stats import spearmanr
 S = sys.argv[1]
@@ -21,10 +25,10 @@ for d in sorted(glob.glob(f'{S}/student-*/')):
 cache = {}
 def images(p):
     if p not in cache:
-        s = open_transfer_set(p, verify=False).load(5000); cache[p] = s.as_float(s.images)
+        cache[p] = open_transfer_set(p, verify=False).load(5000)
     return cache[p]
-def agree(a, b, x):
-    with torch.no_grad(): return float(torch.cat([(a(u).argmax(1) == b(u).argmax(1)) for u in x.split(1000)]).float().mean())
+def agree(a, b, data):
+    with torch.no_grad(): return agreement(predict(a, data), predict(b, data))
 by_t = defaultdict(list)
 for r in rows: by_t[r['teacher']].append(r)
 for t, rs in by_t.items():
