@@ -18,13 +18,7 @@ N, C = 256, 10
 SHIFT = torch.tensor([2.0] * 5 + [0.0] * 5)  # student mean offset on half the classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads only add overhead (and contention on shared 2-core machines)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 def gaussians(seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:

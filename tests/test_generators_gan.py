@@ -58,12 +58,7 @@ TINY: dict[str, dict] = {
 ONLINE_GANS = ["dafl-online", "dfad", "zskt"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,7 @@ CPU = torch.device("cpu")
 TINY_GEN = {"latent_dim": 16, "base_channels": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 def fitted_lenet(seed: int = 0, channels: int = 1, size: int = 28) -> nn.Module:

@@ -31,12 +31,7 @@ TINY_CMI = {"iterations": 3, "fit_rounds": 2, "fit_batch_size": 16, "base_channe
 TINY_NAYER = {"g_steps": 3, "fit_rounds": 2, "fit_batch_size": 16, "base_channels": 8, "noise_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 @pytest.fixture(scope="module")
