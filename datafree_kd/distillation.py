@@ -73,6 +73,10 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
     #: next layer on this many source images plus one augmented copy of each (ThiNet's criterion,
     #: :func:`datafree_kd.models.slicing.select_units`); 0 keeps the strongest by weight norm
     select_images: int = 0
+    #: with ``student_init=teacher``: fold each dropped unit into the kept unit it is most like when
+    #: their cosine similarity is at least this (Neuron Merging, from the weights alone;
+    #: :func:`datafree_kd.models.slicing.merged_teacher`); None slices without merging
+    init_merge: float | None = None
     source: str = "real"
     objective: str = "kd=1"
     term_options: dict[str, Any] = field(default_factory=dict)
@@ -162,6 +166,11 @@ class DistillConfig(OptimizerSettings, RuntimeSettings):
             raise ConfigError(f"init_images must be >= 0 and needs student_init=teacher, got {self.init_images}")
         if self.select_images < 0 or (self.select_images and self.student_init != "teacher"):
             raise ConfigError(f"select_images must be >= 0 and needs student_init=teacher, got {self.select_images}")
+        if self.init_merge is not None:
+            if self.student_init != "teacher" or self.init_images:
+                raise ConfigError("init_merge needs student_init=teacher and no init_images (the refit would overwrite it)")
+            if not -1.0 <= self.init_merge <= 1.0:
+                raise ConfigError(f"init_merge is a cosine similarity in [-1, 1], got {self.init_merge}")
         if self.class_balance and not self.source.startswith("transfer:"):
             raise ConfigError(f"class_balance draws from a transfer set's teacher labels; source is {self.source!r}")
         if not 0 <= self.invert <= 1:
@@ -464,7 +473,7 @@ def _start_from_teacher(cfg: DistillConfig, slots: list[StudentSlot], teacher: t
     select_from = head(cfg.select_images, "select_images")
     for slot in slots:
         units = select_units(slot.model, teacher, select_from, seed=cfg.seed) if select_from is not None else None
-        kept = init_from_teacher(slot.model, teacher, units)
+        kept = init_from_teacher(slot.model, teacher, units, merge=cfg.init_merge)
         if refit_images is not None:
             refit_to_teacher(slot.model, teacher, refit_images, kept, seed=cfg.seed)
 
@@ -627,6 +636,7 @@ def _finish(cfg, run, slots, specs, info, teacher, test_set, device, fingerprint
         "student_init": cfg.student_init,
         "init_images": cfg.init_images,
         "select_images": cfg.select_images,
+        "init_merge": cfg.init_merge,
         "class_balance": cfg.class_balance,
         "recipe": None if cfg.recipe in ("auto", "none") else cfg.recipe,
         "train_time_s": elapsed,

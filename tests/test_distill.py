@@ -425,6 +425,25 @@ def test_selected_units_start_the_student(chain_teacher, tmp_path):
         assert torch.allclose(student.state_dict()[name], value, atol=1e-6), name
 
 
+def test_merged_init_starts_the_student(chain_teacher, tmp_path):
+    """init_merge: the student starts from the neuron-merged slice (not the plain one); recorded."""
+    from datafree_kd.checkpoint import ModelSpec
+    from datafree_kd.models.slicing import init_from_teacher
+
+    data = write_tensor_dataset(tmp_path / "toy", n_train=64, n_test=32)
+    cfg = _cfg(data, chain_teacher, steps=1, epochs=0, lr=1e-12, student_init="teacher", init_merge=0.0,
+               crop_padding=0, hflip=False, eval_val=False)
+    assert run_distillation(cfg, tmp_path / "run")["init_merge"] == 0.0
+    loaded = load_model(chain_teacher)
+    expected, plain = (ModelSpec.for_dataset("lenet5_half", loaded.info).build() for _ in range(2))
+    init_from_teacher(expected, loaded.model, merge=0.0)
+    init_from_teacher(plain, loaded.model)
+    student = load_model(tmp_path / "run" / "model.pt").model
+    assert not torch.allclose(expected.state_dict()["net.classifier.0.weight"], plain.state_dict()["net.classifier.0.weight"])
+    for name, value in expected.state_dict().items():
+        assert torch.allclose(student.state_dict()[name], value, atol=1e-6), name
+
+
 def test_transfer_source_without_config_takes_the_recipe_for_the_teacher(toy_teacher, chain_teacher, tmp_path,
                                                                          monkeypatch, capsys):
     _, teacher = toy_teacher  # lenet5_bn: a BatchNorm teacher

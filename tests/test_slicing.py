@@ -12,7 +12,7 @@ from torch import nn
 from datafree_kd.errors import ConfigError
 from datafree_kd.models import create_model
 from datafree_kd.models.lenet import LeNet5
-from datafree_kd.models.slicing import init_from_teacher, refit_to_teacher, select_units
+from datafree_kd.models.slicing import init_from_teacher, merged_teacher, refit_to_teacher, select_units
 
 HALF = (3, 8, 60, 42)
 
@@ -187,3 +187,52 @@ def test_impossible_unit_choices_are_refused(units, message):
     with pytest.raises(ConfigError, match=message):
         init_from_teacher(student, LeNet5(10, 1, 28), units)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def _proportional(seed: int) -> nn.Module:
+    """A plain LeNet-5 whose second half of units in every sliced layer is 0.5 x the first half
+    (weights and bias): the magnitude slice keeps the first half, and merging is exact."""
+    teacher = _randomised(LeNet5(10, 1, 28), seed)
+    with torch.no_grad():
+        for layer in [m for m in teacher.modules() if isinstance(m, nn.Conv2d | nn.Linear)][:-1]:
+            half = layer.weight.shape[0] // 2
+            layer.weight[half:] = 0.5 * layer.weight[:half]
+            layer.bias[half:] = 0.5 * layer.bias[:half]
+    return teacher
+
+
+def test_merged_student_computes_the_teacher_where_dropped_units_are_proportional():
+    teacher = _proportional(4)
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    sliced, merged = LeNet5(10, 1, 28, widths=HALF).eval(), LeNet5(10, 1, 28, widths=HALF).eval()
+    kept = init_from_teacher(sliced, teacher)
+    assert all(torch.equal(units, torch.arange(len(units))) for units in list(kept.values())[:-1])
+    assert not torch.allclose(sliced(x), teacher(x), atol=1e-3)  # dropping alone loses them
+    assert {k: v.tolist() for k, v in init_from_teacher(merged, teacher, merge=0.9).items()} == \
+        {k: v.tolist() for k, v in kept.items()}  # the same units, other weights
+    assert torch.allclose(merged(x), teacher(x), atol=1e-4)
+
+
+def test_merge_threshold_and_sign_decide_which_units_are_folded():
+    teacher = _proportional(5)
+    with torch.no_grad():
+        conv1 = teacher.features[0]
+        conv1.weight[3:], conv1.bias[3:] = -conv1.weight[:3], -conv1.bias[:3]  # anti-parallel: scale < 0
+    kept = init_from_teacher(LeNet5(10, 1, 28, widths=HALF), teacher)
+    _, folded = merged_teacher(teacher, kept, 0.9)
+    assert folded == 8 + 60 + 42  # every dropped unit but conv1's three
+    orthogonal = _randomised(LeNet5(10, 1, 28), 6)
+    kept = init_from_teacher(LeNet5(10, 1, 28, widths=HALF), orthogonal)
+    assert merged_teacher(orthogonal, kept, 0.99)[1] == 0  # random units are far from parallel
+    assert merged_teacher(orthogonal, kept, -1.0)[1] > 0
+
+
+def test_merging_refuses_teachers_whose_layers_break_the_scaling():
+    teacher = _randomised(LeNet5(10, 1, 28, batchnorm=True), 0)
+    student = LeNet5(10, 1, 28, widths=HALF, batchnorm=True)
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        init_from_teacher(student, teacher, merge=0.0)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    with pytest.raises(ConfigError, match="cosine similarity in"):
+        init_from_teacher(LeNet5(10, 1, 28, widths=HALF), LeNet5(10, 1, 28), merge=1.5)

@@ -12,6 +12,14 @@ initialisation, which distillation on synthetic images then fine-tunes.
 
 Exactness: the sliced student computes what the teacher computes with the dropped units' weights
 and biases set to zero (tested), so nothing is approximated beyond dropping units.
+
+``merge`` (Neuron Merging, Kim et al., NeurIPS 2020) keeps what the dropped units said instead of
+zeroing it, still from the weights alone: ReLU and max-pooling commute with a positive scale, so a
+dropped unit whose weights and bias are ``s`` times a kept unit's (``s > 0``) outputs ``s`` times
+that unit's output, and the next layer can read it from there. Each dropped unit goes to the kept
+unit of the highest cosine similarity (weights and bias together), with the least-squares scale,
+when that cosine is at least the threshold; exact where the units are proportional (tested).
+Teachers with BatchNorm (which breaks the scaling) or other activations are refused.
 """
 
 from __future__ import annotations
@@ -67,15 +75,64 @@ def check_sliceable(student: nn.Module, teacher: nn.Module) -> None:
         raise ConfigError("student_init=teacher: student and teacher have different layers")
 
 
+#: modules through which a positive scale of a unit's output passes unchanged (``merge``)
+_SCALE_COMMUTING = (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+
+
 @torch.no_grad()
-def init_from_teacher(student: nn.Module, teacher: nn.Module, units: dict[str, torch.Tensor] | None = None
-                      ) -> dict[str, torch.Tensor]:
+def merged_teacher(teacher: nn.Module, kept: dict[str, torch.Tensor], threshold: float) -> tuple[nn.Module, int]:
+    """A copy of ``teacher`` whose every layer after a sliced one also reads, through each kept unit,
+    the dropped units that are most like it (module doc, ``merge``); and how many were merged.
+    Sliced with the same ``kept`` units, it gives the merged student."""
+    if not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"merge threshold is a cosine similarity in [-1, 1], got {threshold}")
+    merged = copy.deepcopy(teacher)
+    net = _inner(merged)
+    other = sorted({type(m).__name__ for m in net.modules()
+                    if not list(m.children()) and not isinstance(m, _SCALE_COMMUTING)})
+    if other:
+        raise ConfigError(f"merging dropped units needs layers that commute with a positive scale (ReLU, "
+                          f"max-pooling; no BatchNorm); this teacher has {', '.join(other)}")
+    layers = [(name, m) for name, m in net.named_modules() if isinstance(m, _SCALED)]
+    count = 0
+    for (name, layer), (_, following) in zip(layers, layers[1:]):
+        keep, n_units = kept[name], layer.weight.shape[0]
+        if len(keep) == n_units:
+            continue
+        units = layer.weight.flatten(1)
+        if layer.bias is not None:
+            units = torch.cat([units, layer.bias[:, None]], 1)
+        units = units.detach().cpu().double()
+        anchors = units[keep]
+        columns = following.weight.view(following.weight.shape[0], -1)  # a view: edits land in the copy
+        block = columns.shape[1] // n_units  # inputs per unit (a flatten reads C x H x W)
+        is_kept = torch.zeros(n_units, dtype=torch.bool)
+        is_kept[keep] = True
+        for unit in torch.nonzero(~is_kept).flatten().tolist():
+            cosine = F.cosine_similarity(units[unit][None], anchors, dim=1)
+            best = int(cosine.argmax())
+            scale = float(units[unit] @ anchors[best] / (anchors[best] @ anchors[best]).clamp_min(1e-30))
+            if float(cosine[best]) < threshold or scale <= 0:
+                continue
+            target = int(keep[best])
+            columns[:, target * block:(target + 1) * block] += scale * columns[:, unit * block:(unit + 1) * block]
+            count += 1
+    return merged, count
+
+
+@torch.no_grad()
+def init_from_teacher(student: nn.Module, teacher: nn.Module, units: dict[str, torch.Tensor] | None = None,
+                      merge: float | None = None) -> dict[str, torch.Tensor]:
     """Copy the teacher's strongest units into ``student`` in place; return, per Conv2d / Linear,
     the indices of the teacher's units it kept. ``units`` names, per layer, which teacher units to
-    keep instead of the strongest ones (as many as the student's width there).
+    keep instead of the strongest ones (as many as the student's width there). ``merge`` (a cosine
+    threshold) folds the dropped units into the kept ones (module doc); the kept units stay the same.
 
     The slice is built in a copy and loaded at the end, so a refused pair leaves ``student`` as it was."""
     check_sliceable(student, teacher)
+    if merge is not None:
+        kept = init_from_teacher(copy.deepcopy(student), teacher, units)
+        return init_from_teacher(student, merged_teacher(teacher, kept, merge)[0], kept)
     draft = copy.deepcopy(student)
     s_modules = dict(_inner(draft).named_modules())
     keep: torch.Tensor | None = None

@@ -21,7 +21,7 @@ class DistillStage(Stage):
     config_cls = DistillConfig
     inputs = {"teacher": "model", "source": "transfer_set"}
     required_inputs = frozenset({"teacher"})
-    hashed_unless_default = {"select_images": 0, "invert": 0.0, "class_balance": False,
+    hashed_unless_default = {"select_images": 0, "init_merge": None, "invert": 0.0, "class_balance": False,
                              "precision": "float32", "channels_last": False}
     union_inputs = frozenset({"source"})  # a list of sets: their union (``transfer:A,B``), shared equally
     smoke = {"steps": 6, "epochs": 0, "eval_every": 0, "latency_runs": 0, "checkpoint_every": 3, "log_every": 2}
