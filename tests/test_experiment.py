@@ -243,8 +243,8 @@ def test_an_auto_method_stage_is_keyed_by_the_default_table(monkeypatch):
 
 
 def test_distill_keys_added_at_their_defaults_keep_older_stage_caches_valid():
-    """`select_images`, `invert`, `class_balance`, `precision` and `channels_last` joined
-    DistillConfig after caches existed."""
+    """`select_images`, `invert`, `class_balance`, `precision`, `channels_last` and `init_merge`
+    joined DistillConfig after caches existed."""
     import hashlib
     from types import SimpleNamespace
 
@@ -256,12 +256,12 @@ def test_distill_keys_added_at_their_defaults_keep_older_stage_caches_valid():
     stage = DistillStage()
     inputs = {"teacher": SimpleNamespace(fingerprint="f00d", artefact=lambda kind, name: "t.pt")}
     cfg = DistillConfig(teacher="t.pt")
-    added = {"select_images", "invert", "class_balance", "precision", "channels_last"}
+    added = {"select_images", "invert", "class_balance", "precision", "channels_last", "init_merge"}
     old = {k: v for k, v in config_to_dict(cfg).items() if k not in stage.unhashed_keys | added | {"teacher"}}
     blob = json.dumps({"kind": stage.kind, "config": old, "inputs": {"teacher": "f00d"},
                        "content": stage.content_key(cfg)}, sort_keys=True, default=str)
     assert stage_key(stage, cfg, inputs, "student") == hashlib.sha256(blob.encode()).hexdigest()[:KEY_LENGTH]
     for change in ({"select_images": 8}, {"invert": 0.5}, {"class_balance": True}, {"precision": "bfloat16"},
-                   {"channels_last": True}):
+                   {"channels_last": True}, {"init_merge": 0.0}):
         changed = DistillConfig(teacher="t.pt", **change)
         assert stage_key(stage, changed, inputs, "student") != stage_key(stage, cfg, inputs, "student")
