@@ -1,7 +1,8 @@
 """Rule R21's figures from its sweep (`python r21_gather.py SWEEP_DIR > r21.csv`): per run the
 teacher's test accuracy, the student's val and test and their ratio to the teacher, and the CPU
 seconds of synthesis and distillation as the stages recorded them (report.json). Read once, after
-all three runs had finished."""
+all three runs had finished. Also takes one `dfkd run` experiment directory (rule R23's WRN run:
+`python r21_gather.py EXPERIMENT_DIR > results/wrn-pair/r23.csv`)."""
 import csv
 import json
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 if len(sys.argv) != 2:
     sys.exit(__doc__)
 rows = []
-for run in sorted((Path(sys.argv[1]) / "runs").glob("seed=*")):
+root = Path(sys.argv[1])
+for run in [root] if (root / "report.json").is_file() else sorted((root / "runs").glob("seed=*")):
     stages = json.loads((run / "report.json").read_text())["stages"]
     teacher = json.loads((Path(stages["teacher"]["dir"]) / "results.json").read_text())
     student = json.loads((Path(stages["student"]["dir"]) / "results.json").read_text())
