@@ -1,6 +1,6 @@
 """Usage: python s33_probe_val.py PROBE_DIR
 
-Session 33's val-only table of the probes `s33_queue.sh` ran: per probe, the set's size, the
+Session 33's val-only table of the probes `s33_probes.sh` ran: per probe, the set's size, the
 teacher's mean confidence on it and the fit's last cross-entropy, the student's val accuracy and
 val ratio, and the CPU seconds (user + system of `/usr/bin/time`) of synthesis and distillation.
 Reads no test figure (the distill results.json holds some; only the val keys are taken).
