@@ -58,7 +58,7 @@ class SynthesizeConfig(RuntimeSettings):
     #: ``cpu`` (defaults sized for two cores) or ``paper`` (each method's published sizes; GPU)
     preset: str = "cpu"
     #: images to make; unset (None): the set size the teacher kind's default was measured with
-    #: (:func:`generators.default.default_images`: 20k, 10k for BN teachers past LeNet size)
+    #: (:func:`generators.default.default_images`: 20k, 5k for BN teachers past LeNet size)
     n: int | None = None
     batch_size: int = 256
     dtype: str = "uint8"

@@ -48,23 +48,27 @@ teacher; kd alone 0.8477 ± 0.0127): most of kd's spread is the distillation run
 
 A BatchNorm teacher of >= 10 MFLOPs per image (``batchnorm-large``: ResNet-20 is 62 M, LeNet-5
 0.83 M) would cost hours of CPU at the LeNet sizes, so its default is sized to ~30 CPU-minutes a
-run (rule R10, ``results/resnet20-pair/``): 10k images, 50 meta rounds, a float32 channels-last
-fit (what was measured; ``fit_precision=auto`` is an option), and
+run (rule R10, ``results/resnet20-pair/``): a float32 channels-last fit (what was measured;
+``fit_precision=auto`` is an option) and
 ``configs/distill/transfer-neighbours-large.yaml`` (the BN recipe on a ResNet-8, float32
-channels-last; since rule R19, int8 teacher passes and 31 epochs instead of 24). Chosen on the kept ResNet-20's val over 100 rounds with 20 epochs (a tie
+channels-last; since rule R19, int8 teacher passes and 2,418 steps instead of 1,872). Chosen on the kept ResNet-20's val over 100 rounds with 20 epochs (a tie
 inside 0.5 point, settled beforehand for the 50 rounds) and reported on three fresh teachers
 (figures there). A WRN-16-2 (154 MFLOPs) takes the same tier; measured once, its run costs more
 than 30 CPU-minutes with that recipe (39.6, ``results/wrn-pair/``), mostly in the teacher's two
-passes per step (kd on the image and at a random neighbour).
+passes per step (kd on the image and at a random neighbour). Since rule R24 the tier's set is the
+xl tier's below (5,000 images, 10 inner steps, 25 meta rounds, distilled for 62 epochs, the same
+2,418 steps): on teachers trained 12 epochs, as ``dfkd teacher train`` trains them, R21's 10k images
+of 5 inner steps left the teacher unsure of its own images, and the student with them.
 
 So a BatchNorm teacher of >= 80 MFLOPs per image (``batchnorm-xl``; where the two-pass run's
 measured cost, interpolated between ResNet-20 and WRN-16-2, crosses 30 CPU-minutes) keeps the
 large tier's synthesis but distils with kd alone (``configs/distill/transfer-kd-xl.yaml``): one
 teacher pass per step (rule R12, chosen on the WRN-16-2 teacher's val against kd at the neighbour
 alone and against cutting steps, which lost 8 points: R11), made by an int8 copy of the teacher on
-CPU, whose saved CPU pays for 32 epochs instead of 24 (rule R17). Its synthesis makes half the
-images (5,000), each adapted for 10 inner steps instead of 5 over 25 meta rounds instead of 50 (rule
-R20: the same fit budget, slightly cheaper), and the recipe distils them for 68 epochs (2,652 steps).
+CPU, whose saved CPU pays for 32 epochs instead of 24 (rule R17). Its synthesis was the first to
+make half the images (5,000), each adapted for 10 inner steps instead of 5 over 25 meta rounds
+instead of 50 (rule R20: the same fit budget, slightly cheaper; the large tier's since R24), and the
+recipe distils them for 68 epochs (2,652 steps).
 """
 
 from __future__ import annotations
@@ -109,17 +113,15 @@ DEFAULTS: dict[str, DefaultChoice] = {
                            "the teacher has no BatchNorm layers to match",
                            "configs/distill/transfer-neighbours-grey.yaml",
                            {"fit_precision": "auto", "channels_last": True}),
-    "batchnorm-large": DefaultChoice("fast", {"fit_rounds": 50, "bn_layers": "all"},
+    #: since rule R24 (R20's set for the xl tier first): 5,000 images each adapted for 10 inner
+    #: steps over 25 meta rounds, the fit budget of 10k images at 5 steps and 50 rounds
+    "batchnorm-large": DefaultChoice("fast", {"fit_rounds": 25, "bn_layers": "all", "inner_steps": 10},
                                      "the teacher has BatchNorm layers and >= 10 MFLOPs per image",
                                      "configs/distill/transfer-neighbours-large.yaml",
-                                     {"fit_precision": "float32", "channels_last": True}, images=10000),
+                                     {"fit_precision": "float32", "channels_last": True}, images=5000),
 }
-#: past 80 MFLOPs: the large tier's synthesis, a recipe with one teacher pass per step (rule R12)
-#: and, since rule R20, half the images each adapted twice as long (10 inner steps, 25 meta rounds:
-#: the same fit budget), whose saved synthesis CPU pays for more distillation steps
+#: past 80 MFLOPs: the large tier's synthesis and a recipe with one teacher pass per step (rule R12)
 DEFAULTS["batchnorm-xl"] = replace(DEFAULTS["batchnorm-large"], recipe="configs/distill/transfer-kd-xl.yaml",
-                                   options={**DEFAULTS["batchnorm-large"].options, "fit_rounds": 25, "inner_steps": 10},
-                                   images=5000,
                                    reason="the teacher has BatchNorm layers and >= 80 MFLOPs per image")
 
 
