@@ -176,7 +176,10 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
         train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch=arch, epochs=1, batch_size=16,
                                          hflip=False, crop_padding=0, latency_runs=0, device="cpu"), tmp_path / arch)
         teachers[arch] = str(tmp_path / arch / "model.pt")
-    assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"])).n == 10000
+    # since rule R25: 5,000 images each adapted for 10 inner steps over 25 meta rounds (R20's xl set)
+    assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"])).n == 5000
+    method, options, _ = choose_default(load_teacher(teachers["resnet20"]).model, image_shape=(1, 28, 28))
+    assert (method, options["inner_steps"], options["fit_rounds"]) == ("fast", 10, 25)
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["lenet5_bn"])).n == 20000
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"], method="fast")).n == 20000  # no tier asked
     layer, path, reason = recipe_defaults(teachers["resnet20"], "transfer:anywhere")
@@ -184,7 +187,7 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     cfg = DistillConfig(**layer, teacher=teachers["resnet20"])
     cfg.validate()  # the recipe's explore runs without search (steps 0), so int8 teacher passes can serve it
     assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "float32", True)
-    assert (cfg.teacher_precision, cfg.epochs, cfg.term_options["explore"]["steps"]) == ("int8", 31, 0)  # R19
+    assert (cfg.teacher_precision, cfg.epochs, cfg.term_options["explore"]["steps"]) == ("int8", 62, 0)  # R19's 2,418 steps
     assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
     # past 80 MFLOPs: one teacher pass per step (kd alone; rule R12), made by an int8 copy of the
     # teacher (rule R17), on half the images adapted twice as long, distilled for 68 epochs (R20)
