@@ -55,7 +55,7 @@ channels-last; since rule R19, int8 teacher passes and 2,418 steps instead of 1,
 inside 0.5 point, settled beforehand for the 50 rounds) and reported on three fresh teachers
 (figures there). A WRN-16-2 (154 MFLOPs) takes the same tier; measured once, its run costs more
 than 30 CPU-minutes with that recipe (39.6, ``results/wrn-pair/``), mostly in the teacher's two
-passes per step (kd on the image and at a random neighbour). Since rule R24 the tier's set is the
+passes per step (kd on the image and at a random neighbour). Since rule R25 the tier's set is the
 xl tier's below (5,000 images, 10 inner steps, 25 meta rounds, distilled for 62 epochs, the same
 2,418 steps): on teachers trained 12 epochs, as ``dfkd teacher train`` trains them, R21's 10k images
 of 5 inner steps left the teacher unsure of its own images, and the student with them.
@@ -67,7 +67,7 @@ teacher pass per step (rule R12, chosen on the WRN-16-2 teacher's val against kd
 alone and against cutting steps, which lost 8 points: R11), made by an int8 copy of the teacher on
 CPU, whose saved CPU pays for 32 epochs instead of 24 (rule R17). Its synthesis was the first to
 make half the images (5,000), each adapted for 10 inner steps instead of 5 over 25 meta rounds
-instead of 50 (rule R20: the same fit budget, slightly cheaper; the large tier's since R24), and the
+instead of 50 (rule R20: the same fit budget, slightly cheaper; the large tier's since R25), and the
 recipe distils them for 68 epochs (2,652 steps).
 """
 
@@ -113,7 +113,7 @@ DEFAULTS: dict[str, DefaultChoice] = {
                            "the teacher has no BatchNorm layers to match",
                            "configs/distill/transfer-neighbours-grey.yaml",
                            {"fit_precision": "auto", "channels_last": True}),
-    #: since rule R24 (R20's set for the xl tier first): 5,000 images each adapted for 10 inner
+    #: since rule R25 (R20's set for the xl tier first): 5,000 images each adapted for 10 inner
     #: steps over 25 meta rounds, the fit budget of 10k images at 5 steps and 50 rounds
     "batchnorm-large": DefaultChoice("fast", {"fit_rounds": 25, "bn_layers": "all", "inner_steps": 10},
                                      "the teacher has BatchNorm layers and >= 10 MFLOPs per image",
