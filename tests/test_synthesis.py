@@ -190,13 +190,15 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     assert (cfg.teacher_precision, cfg.epochs, cfg.term_options["explore"]["steps"]) == ("int8", 62, 0)  # R19's 2,418 steps
     assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
     # past 80 MFLOPs: one teacher pass per step (kd alone; rule R12), made by an int8 copy of the
-    # teacher (rule R17), on half the images adapted twice as long, distilled for 68 epochs (R20)
+    # teacher (rule R17), on 5,000 images adapted for 15 inner steps, distilled for 102 epochs (R26)
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["wrn_16_2"])).n == 5000
     method, options, _ = choose_default(load_teacher(teachers["wrn_16_2"]).model, image_shape=(1, 28, 28))
-    assert (method, options["inner_steps"], options["fit_rounds"]) == ("fast", 10, 25)
+    assert (method, options["inner_steps"], options["fit_rounds"]) == ("fast", 15, 25)
+    assert choose_default(load_teacher(teachers["wrn_16_2"]).model, {"inner_steps": 3},
+                          image_shape=(1, 28, 28))[1]["inner_steps"] == 3  # the user's option wins
     layer, path, reason = recipe_defaults(teachers["wrn_16_2"], "transfer:anywhere")
     assert path == "configs/distill/transfer-kd-xl.yaml" and reason.endswith(">= 80 MFLOPs")
-    assert layer["objective"] == "kd=1" and layer["epochs"] == 68 and layer["student"] == "resnet8"
+    assert layer["objective"] == "kd=1" and layer["epochs"] == 102 and layer["student"] == "resnet8"
     assert layer["teacher_precision"] == "int8"
     with pytest.raises(ConfigError, match="n must be >= 1"):
         SynthesizeConfig(teacher=teachers["resnet20"], n=0).validate()
