@@ -57,6 +57,7 @@ CIFAR-10/100 and SVHN. Other datasets have no default: pass ``--eps`` (and ``--e
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -67,7 +68,9 @@ from torch import nn
 from .data.memory import ImageTensors
 from . import adversarial
 from .adversarial import ModelModeGuard
+from .batch_journal import BatchJournal
 from .errors import ConfigError
+from .faults import crash_point
 from .registry import Registry
 
 NORMS = ("Linf", "L2")
@@ -432,6 +435,8 @@ def robust_accuracy(
     limit: int | None = None,
     eps_l2: float | None = None,
     attack_kwargs: dict[str, dict[str, Any]] | None = None,
+    journal: str | os.PathLike | None = None,
+    model_key: str | None = None,
 ) -> dict[str, float]:
     """Accuracy under each attack on the first ``limit`` test examples (all when None or 0).
 
@@ -440,6 +445,10 @@ def robust_accuracy(
     and L2 attacks ``eps_l2``; either defaults to ``default_eps`` of ``data.info.name``. Batch ``i``
     is attacked with a seed derived from ``(seed, i)``, so results are reproducible for a given
     ``seed`` and ``batch_size``. The number of examples used is ``attack_examples(data, limit)``.
+
+    ``journal``: a file recording each finished batch (``BatchJournal``), so a rerun after an
+    interruption attacks only the batches left and returns the same figures. ``model_key`` (the
+    weights' fingerprint) is then required: it is part of the identity a journal must match.
     """
     budgets = attack_budgets(attack_names, eps, eps_l2, data.info.name)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -447,16 +456,31 @@ def robust_accuracy(
     n = attack_examples(data, limit)
     subset = data if n == len(data) else data.subset(torch.arange(n))
     attack_kwargs = attack_kwargs or {}
+    book = None
+    if journal is not None:
+        if not model_key:
+            raise ConfigError("robust_accuracy: a journal needs model_key (the weights' fingerprint) to "
+                              "tell a resumable journal from a stale one")
+        book = BatchJournal(journal, {
+            "model": model_key, "dataset": data.info.name, "examples": n, "batch_size": batch_size,
+            "seed": seed, "budgets": budgets, "attack_kwargs": attack_kwargs,
+            "device": torch.device(device).type})
     results: dict[str, float] = {}
     with frozen_for_attack(model):
         for name, budget in budgets.items():
             runner = build_attack(name, model, budget["eps"], seed=seed, **attack_kwargs.get(name, {}))
             correct = 0
             for index, (x, y) in enumerate(subset.batches(batch_size, device=device)):
-                x_adv = runner.run(x, y, _batch_seed(seed, index))
-                with torch.no_grad():
-                    ok = (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
-                correct += int(ok.sum().item())
+                done = book.get(name, index) if book is not None else None
+                if done is None:
+                    x_adv = runner.run(x, y, _batch_seed(seed, index))
+                    with torch.no_grad():
+                        ok = (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
+                    done = int(ok.sum().item())
+                    if book is not None:
+                        book.record(name, index, done)
+                        crash_point("attacks.batch")
+                correct += done
             results[name] = correct / n if n else 0.0
     return results
 

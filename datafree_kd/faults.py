@@ -5,8 +5,9 @@ reaches ``crash_point(POINT)``; unset (always, outside tests) each call is one d
 Points: ``loop.unit`` (a unit trained, not yet logged or checkpointed), ``loop.checkpoint`` (a
 checkpoint just written), ``io.before_replace`` (an atomic write's temporary file complete, not
 yet renamed into place), ``transfer.shard_written`` (a shard on disk, its meta.json not yet
-updated), ``synthesis.fitted`` (a synthesizer fitted, its state not yet saved) and
-``synthesis.batch`` (a generated batch appended).
+updated), ``synthesis.fitted`` (a synthesizer fitted, its state not yet saved),
+``synthesis.batch`` (a generated batch appended) and ``attacks.batch`` (an attacked batch
+journaled by ``robust_accuracy``).
 """
 
 from __future__ import annotations

@@ -257,6 +257,47 @@ def test_robust_accuracy_fractions_limit_and_state(state, toy, monkeypatch):
     assert_same_state(model, before)
 
 
+def test_robust_accuracy_resumes_from_its_journal(toy, tmp_path, monkeypatch):
+    """A run cut off after some batches resumes from its journal: it attacks only the batches left
+    and returns the uninterrupted figures; a torn last line is dropped; a journal written for other
+    settings (another seed here) is started afresh; a journal without the model's key is refused."""
+    import datafree_kd.attacks as attacks
+
+    _, model, data = toy
+    kwargs = dict(eps=EPS, batch_size=6, seed=3, limit=30)  # 5 batches per attack
+    straight = robust_accuracy(model, data, ["fgsm", "pgd20"], **kwargs)
+    real_run = attacks.AttackRunner.run
+    calls: list[str] = []
+
+    def counting_run(self, x, y, seed=None):
+        if len(calls) == budget[0]:
+            raise KeyboardInterrupt  # the interruption
+        calls.append(self.name)
+        return real_run(self, x, y, seed)
+
+    monkeypatch.setattr(attacks.AttackRunner, "run", counting_run)
+    journal = tmp_path / "attacks.jsonl"
+    budget = [7]  # all 5 fgsm batches, then 2 of pgd20
+    with pytest.raises(KeyboardInterrupt):
+        robust_accuracy(model, data, ["fgsm", "pgd20"], journal=journal, model_key="m", **kwargs)
+    with open(journal, "a") as handle:
+        handle.write('{"task": "pgd20", "ind')  # a crash in the middle of a line
+    calls.clear()
+    budget[0] = -1
+    resumed = robust_accuracy(model, data, ["fgsm", "pgd20"], journal=journal, model_key="m", **kwargs)
+    assert resumed == straight
+    assert calls == ["pgd20"] * 3  # fgsm came from the journal, and 2 of pgd20's 5 batches
+    calls.clear()
+    other = robust_accuracy(model, data, ["fgsm", "pgd20"], journal=journal, model_key="m",
+                            **{**kwargs, "seed": 4})
+    assert len(calls) == 10 and set(other) == {"fgsm", "pgd20"}  # stale journal: everything attacked again
+    calls.clear()
+    assert robust_accuracy(model, data, ["fgsm", "pgd20"], journal=journal, model_key="m",
+                           **{**kwargs, "seed": 4}) == other and calls == []
+    with pytest.raises(ConfigError, match="model_key"):
+        robust_accuracy(model, data, ["fgsm"], journal=tmp_path / "j2.jsonl", **kwargs)
+
+
 @pytest.mark.parametrize("name", ["autoattack_fast", pytest.param("autoattack", marks=pytest.mark.slow)])
 def test_autoattack_is_at_least_as_strong_as_pgd20(name, fmnist, monkeypatch):
     """On a normally trained model: AutoAttack <= PGD-20 <= clean accuracy, and every figure is

@@ -10,6 +10,9 @@ robust accuracy on the first ``--attack-limit`` examples of the split (0 = all) 
 * ``attack_budgets``: ``{name: {"norm": ..., "eps": ...}}``, the budget of every attack;
 * ``attack_examples``: how many test examples were attacked; ``attack_seed``: the seed used.
 
+Each attacked batch is also journaled in ``OUT/attacks.jsonl``: the same command, rerun after an
+interruption, attacks only the batches left and reports the figures an uninterrupted run would.
+
 Clean accuracy stays under ``test_accuracy`` (on the whole test set). ``--split val`` scores the
 validation split instead, for choosing between models and recipes without reading test: the keys
 become ``val_accuracy`` / ``num_val``, the attacks run on val images, and ``split`` is recorded.
@@ -149,7 +152,8 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
         latency_runs=cfg.latency_runs, ece_bins=cfg.ece_bins, split=cfg.split,
     )
     if attack_names:
-        results.update(_attack_results(cfg, loaded.model, test_set, attack_names, budgets, device))
+        results.update(_attack_results(cfg, loaded.model, test_set, attack_names, budgets, device,
+                                       loaded.fingerprint, run.path / "attacks.jsonl"))
     results.update(
         {
             "kind": "evaluation",
@@ -168,13 +172,18 @@ def evaluate(cfg: EvaluateConfig, out: str) -> dict[str, Any]:
 
 
 def _attack_results(cfg: EvaluateConfig, model: Any, test_set: Any, names: list[str],
-                    budgets: dict[str, dict[str, Any]], device: Any) -> dict[str, Any]:
-    """Robust accuracies and the budget they were measured at (the results.json contract)."""
+                    budgets: dict[str, dict[str, Any]], device: Any, fingerprint: str,
+                    journal: Any) -> dict[str, Any]:
+    """Robust accuracies and the budget they were measured at (the results.json contract).
+
+    ``journal`` (``OUT/attacks.jsonl``) records each attacked batch: the same command rerun after
+    an interruption attacks only what is left (a full-set AutoAttack takes CPU-hours)."""
     linf = [b["eps"] for b in budgets.values() if b["norm"] == "Linf"]
     l2 = [b["eps"] for b in budgets.values() if b["norm"] == "L2"]
     accuracies = robust_accuracy(
         model, test_set, names, eps=linf[0] if linf else None, batch_size=cfg.attack_batch_size,
         device=device, seed=cfg.seed, limit=cfg.attack_limit, eps_l2=l2[0] if l2 else None,
+        journal=journal, model_key=f"{fingerprint}:{cfg.split}",
     )
     out: dict[str, Any] = {
         "attacks": accuracies,

@@ -177,3 +177,30 @@ def test_a_kill_inside_an_atomic_write_leaves_the_previous_checkpoint(toy, tmp_p
     assert killed.returncode == -signal.SIGKILL
     assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 4
     assert list(out.glob(".last.pt.*.tmp")), "the kill should have left the unrenamed temporary file"
+
+
+# ---------------------------------------------------------------------------------- attacked evaluation
+
+def _evaluate_args(toy: dict, out: Path) -> list[str]:
+    return ["evaluate", str(toy["teacher"]), "--data-root", str(toy["data"]), "--attacks", "fgsm,pgd20",
+            "--eps", "0.1", "--attack-batch-size", "10", "--out", str(out), "latency_runs=0", "device=cpu",
+            "threads=1"]
+
+
+@pytest.mark.parametrize("fault", ["attacks.batch:2", "attacks.batch:9"])
+def test_attacked_evaluation_resumes_from_its_journal(toy, fault, tmp_path):
+    """The toy test split is 64 images, 7 batches per attack. Killed after the 2nd attacked batch
+    (inside fgsm) or the 9th (inside pgd20), the rerun attacks
+    only the batches left, and its figures are the uninterrupted run's."""
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    assert _dfkd(_evaluate_args(toy, straight)).returncode == 0
+    killed = _dfkd(_evaluate_args(toy, out), fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "results.json").exists()
+    journaled = (out / "attacks.jsonl").read_text().splitlines()
+    assert len(journaled) == 1 + int(fault.rpartition(":")[2])  # the header, then one line per batch
+    finished = _dfkd(_evaluate_args(toy, out))
+    assert finished.returncode == 0, finished.stderr
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (straight, out))
+    assert ra["attacks"] == rb["attacks"] and ra["attack_examples"] == rb["attack_examples"]
+    assert (out / "attacks.jsonl").read_text() == (straight / "attacks.jsonl").read_text()
