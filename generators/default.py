@@ -1,78 +1,39 @@
-"""Which materialising method ``dfkd synthesize`` uses when no ``--method`` is given.
+"""Which materialising method ``dfkd synthesize`` uses when no ``--method`` is given, with its
+options, its set size and the distillation recipe measured best on its sets.
 
 The choice depends on the teacher, because the strongest methods read the teacher's BatchNorm
 statistics and a teacher without BatchNorm offers none:
 
 * teacher with BatchNorm2d layers (running statistics) -> ``fast`` (Fast-DFKD-style
-  meta-generator matching those statistics);
-* teacher without -> ``dafl`` (needs only the teacher's outputs and features).
+  meta-generator matching those statistics; ``bn_layers="all"`` matches the classifier's
+  BatchNorm1d statistics too, which Fast-DFKD's history of statistics makes informative);
+* teacher without -> ``dafl`` (needs only the teacher's outputs and features), with
+  ``input_stats=1``: matching the pixel mean and std of the teacher's input normalisation keeps
+  DAFL off the black-on-white sets that cost some teachers' students several points. Its fit runs
+  with ``fit_precision=auto`` (bf16 where the hardware computes it natively) and channels-last
+  weights. Its sets are distilled with grey-level copies of each image, and a BN-free chain teacher
+  (the LeNet-5 family) hands its strongest units to the student
+  (``configs/distill/transfer-neighbours-grey.yaml`` / ``-grey-init.yaml``).
 
-Each comes with the options that measured best per CPU-minute on Fashion-MNIST (README,
-``results/datafree-lenet5*``); explicit ``options`` override them key by key. Measured on the
-``lenet5_bn`` teacher (0.9204) -> ``lenet5_half``, 20k images, 200 epochs of kd with mixup, seed 0,
-1 torch thread: ``fast`` (200 meta rounds) 0.8342 in 12.0 CPU-min, ``deepinversion`` (100
-iterations) 0.8082 in 13.1, ``dafl`` 0.4942 in 13.2 — DAFL's losses ignore the BN statistics
-that the other two match. On the plain ``lenet5`` teacher ``dafl`` (0.8215) beat what else
-runs there: ``fast`` with ``bn_weight=0`` (0.69-0.72 against 0.77 in a 40-epoch proxy), DAFL with
-TV or L2 image priors, and ZSKD-style data impressions (``results/datafree-lenet5/closing-the-gap.md``).
+Explicit ``options`` override these key by key. Every default was chosen by measurement, on the
+val split and, since issue 19, across several independently trained teachers; the rules, figures
+and commands are in the README and in ``results/`` (``datafree-lenet5*``,
+``default-fresh-teachers/``, ``resnet20-pair/``, ``wrn-pair/``), not here, where they would go
+stale.
 
-Sets from the plain teacher are then best distilled with grey-level copies of each image
-(``configs/distill/transfer-neighbours-grey.yaml``: 0.8345 ± 0.0116 over seeds 0-2, 0.914 × the
-teacher, against 0.7907 with the plain neighbours recipe); :func:`distill_recipe` names the
-recipe per teacher kind. DAFL at lr 0.005 and 400 steps moved single seeds by several points
-either way, so 800 steps at lr 0.02 stay. A BN-free *chain* teacher (the LeNet-5 family) also
-hands its strongest units to the student (``student_init=teacher``, fine-tuned at lr 0.001:
-``configs/distill/transfer-neighbours-grey-init.yaml``): 0.8505 ± 0.0017 over seeds 0-4, 0.931 ×
-the plain LeNet-5 (lr chosen on seed 1; seeds 3 and 4 held out: results/datafree-lenet5/).
+BatchNorm teachers come in tiers by forward FLOPs per image, so that a run stays within about 30
+CPU-minutes on a 2-core CPU:
 
-``input_stats=1`` (DAFL also matches the pixel mean and std in the teacher's input
-normalisation) became part of the plain default in session 18: without it DAFL settles on black
-objects on a white ground for some teachers, and their students lose several points. Chosen on
-val over three fresh plain teachers never used for tuning, with the weight fixed at 1 beforehand
-(``results/default-fresh-teachers/``).
-
-The plain default fits its DAFL generator with ``fit_precision=auto`` (bf16 autocast for the
-generator, the teacher kept float32, where the CPU or GPU computes bf16 natively) and
-channels-last weights, and its chain recipe distils 100 epochs, not 200 (session 23, rule R8 in
-``results/default-fresh-teachers/``): over five teacher/set pairs of three fresh teachers it tied
-the float32 / 200-epoch pipeline on val (mean -0.1 point; teacher 6 -3.3 and +1.3 on its two
-draws) at 0.50 x its CPU on an AMX Xeon. The BN default keeps a float32 fit (not measured).
-
-``bn_layers="all"`` (match the classifier's BatchNorm1d statistics too, not only the conv layers'
-as the official code does): seeds 0 / 1 / 2 gave 0.8582 / 0.8580 / 0.8305 against 0.8342 /
-0.8331 / 0.8271 with ``"2d"`` (same seeds, same recipe; 13.5 CPU-min on average). DeepInversion
-keeps ``"2d"``: without Fast-DFKD's BN-statistics history the 1-d terms are mostly batch noise
-(see :mod:`generators.bn_hooks`). Distilled with ``configs/distill/transfer-neighbours.yaml``
-(kd plus kd at random neighbours) the default sets of seeds 0-4 give 0.8572 ± 0.0034 (0.931 × the
-teacher; kd alone 0.8477 ± 0.0127): most of kd's spread is the distillation run's.
-
-A BatchNorm teacher of >= 10 MFLOPs per image (``batchnorm-large``: ResNet-20 is 62 M, LeNet-5
-0.83 M) would cost hours of CPU at the LeNet sizes, so its default is sized to ~30 CPU-minutes a
-run (rule R10, ``results/resnet20-pair/``): a float32 channels-last fit (what was measured;
-``fit_precision=auto`` is an option) and
-``configs/distill/transfer-neighbours-large.yaml`` (the BN recipe on a ResNet-8, float32
-channels-last; since rule R19, int8 teacher passes and 2,418 steps instead of 1,872). Chosen on the kept ResNet-20's val over 100 rounds with 20 epochs (a tie
-inside 0.5 point, settled beforehand for the 50 rounds) and reported on three fresh teachers
-(figures there). A WRN-16-2 (154 MFLOPs) takes the same tier; measured once, its run costs more
-than 30 CPU-minutes with that recipe (39.6, ``results/wrn-pair/``), mostly in the teacher's two
-passes per step (kd on the image and at a random neighbour). Since rule R25 the tier's set is the
-xl tier's below (5,000 images, 10 inner steps, 25 meta rounds, distilled for 62 epochs, the same
-2,418 steps): on teachers trained 12 epochs, as ``dfkd teacher train`` trains them, R21's 10k images
-of 5 inner steps left the teacher unsure of its own images, and the student with them.
-
-So a BatchNorm teacher of >= 80 MFLOPs per image (``batchnorm-xl``; where the two-pass run's
-measured cost, interpolated between ResNet-20 and WRN-16-2, crosses 30 CPU-minutes) takes the
-large tier's synthesis (its images adapted longer since R26, below) but distils with kd alone (``configs/distill/transfer-kd-xl.yaml``): one
-teacher pass per step (rule R12, chosen on the WRN-16-2 teacher's val against kd at the neighbour
-alone and against cutting steps, which lost 8 points: R11), made by an int8 copy of the teacher on
-CPU, whose saved CPU pays for 32 epochs instead of 24 (rule R17). Its synthesis was the first to
-make half the images (5,000), each adapted for 10 inner steps instead of 5 over 25 meta rounds
-instead of 50 (rule R20: the same fit budget, slightly cheaper; the large tier's since R25). On a
-WRN-16-2 trained as ``dfkd teacher train`` trains it (15 epochs) that set left the teacher unsure of
-its own images and the student under the issue's bar (R23); since rule R26 the xl tier adapts each image for
-15 inner steps and the recipe distils the set for 102 epochs (3,978 steps): each lever alone gained
-val, together most, within 30 CPU-minutes a run on a 2-core CPU (results/wrn-pair/). The large tier
-keeps 10 steps until rule R27 (results/resnet20-pair/) has judged 15 on new ResNet-20 teachers.
+* ``batchnorm`` (LeNet-sized): 20,000 images over 200 meta rounds, the BN recipe
+  (``transfer-neighbours.yaml``: kd plus kd at random neighbours);
+* ``batchnorm-large`` (>= 10 MFLOPs, e.g. ResNet-20): 5,000 images, each adapted for 15 inner steps
+  over 25 meta rounds, fitted in float32 channels-last, distilled by
+  ``transfer-neighbours-large.yaml`` (a ResNet-8, int8 teacher passes). Teachers trained as
+  ``dfkd teacher train`` trains them are sure of their real images and unsure of images adapted
+  briefly; images adapted longer lift their students (rules R25, R27);
+* ``batchnorm-xl`` (>= 80 MFLOPs, e.g. WRN-16-2): the same set, distilled with kd alone
+  (``transfer-kd-xl.yaml``): one teacher pass per step, where the second pass at a neighbour would
+  push a run past the budget (rules R11, R12, R17, R26).
 """
 
 from __future__ import annotations
@@ -117,17 +78,15 @@ DEFAULTS: dict[str, DefaultChoice] = {
                            "the teacher has no BatchNorm layers to match",
                            "configs/distill/transfer-neighbours-grey.yaml",
                            {"fit_precision": "auto", "channels_last": True}),
-    #: since rule R25 (R20's set for the xl tier first): 5,000 images each adapted for 10 inner
-    #: steps over 25 meta rounds, the fit budget of 10k images at 5 steps and 50 rounds
-    "batchnorm-large": DefaultChoice("fast", {"fit_rounds": 25, "bn_layers": "all", "inner_steps": 10},
+    #: since rules R25 and R27: 5,000 images each adapted for 15 inner steps over 25 meta rounds
+    "batchnorm-large": DefaultChoice("fast", {"fit_rounds": 25, "bn_layers": "all", "inner_steps": 15},
                                      "the teacher has BatchNorm layers and >= 10 MFLOPs per image",
                                      "configs/distill/transfer-neighbours-large.yaml",
                                      {"fit_precision": "float32", "channels_last": True}, images=5000),
 }
-#: past 80 MFLOPs: the large tier's set with images adapted for 15 inner steps (rule R26), and a
+#: past 80 MFLOPs: the large tier's set (15 inner steps were chosen here first, rule R26) and a
 #: recipe with one teacher pass per step (rule R12)
 DEFAULTS["batchnorm-xl"] = replace(DEFAULTS["batchnorm-large"], recipe="configs/distill/transfer-kd-xl.yaml",
-                                   options={**DEFAULTS["batchnorm-large"].options, "inner_steps": 15},
                                    reason="the teacher has BatchNorm layers and >= 80 MFLOPs per image")
 
 

@@ -176,10 +176,10 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
         train_teacher(TeacherTrainConfig(dataset="tensors", data_root=str(data), arch=arch, epochs=1, batch_size=16,
                                          hflip=False, crop_padding=0, latency_runs=0, device="cpu"), tmp_path / arch)
         teachers[arch] = str(tmp_path / arch / "model.pt")
-    # since rule R25: 5,000 images each adapted for 10 inner steps over 25 meta rounds (R20's xl set)
+    # since rules R25 and R27: 5,000 images each adapted for 15 inner steps over 25 meta rounds
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"])).n == 5000
     method, options, _ = choose_default(load_teacher(teachers["resnet20"]).model, image_shape=(1, 28, 28))
-    assert (method, options["inner_steps"], options["fit_rounds"]) == ("fast", 10, 25)
+    assert (method, options["inner_steps"], options["fit_rounds"]) == ("fast", 15, 25)
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["lenet5_bn"])).n == 20000
     assert resolve_set_size(SynthesizeConfig(teacher=teachers["resnet20"], method="fast")).n == 20000  # no tier asked
     layer, path, reason = recipe_defaults(teachers["resnet20"], "transfer:anywhere")
