@@ -464,7 +464,8 @@ def robust_accuracy(
         book = BatchJournal(journal, {
             "model": model_key, "dataset": data.info.name, "examples": n, "batch_size": batch_size,
             "seed": seed, "budgets": budgets, "attack_kwargs": attack_kwargs,
-            "device": torch.device(device).type})
+            "device": torch.device(device).type, "torch": torch.__version__,
+            "torchattacks": getattr(torchattacks, "__version__", "unknown")})
     results: dict[str, float] = {}
     with frozen_for_attack(model):
         for name, budget in budgets.items():
