@@ -20,8 +20,20 @@ def format_table(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
-def results_summary(results: dict[str, Any]) -> str:
-    """The key figures of a results.json, in a fixed order."""
+#: figures measured on the test split: ``--blind`` keeps them off the terminal
+TEST_SPLIT_FIGURES = ("test_accuracy", "reference_accuracy", "agreement", "ece")
+#: what a blind command prints where the test figures would be
+WITHHELD = "withheld (--blind): in the run's files, to be read once, after the choice"
+
+
+def add_blind_argument(parser: Any) -> None:
+    parser.add_argument("--blind", action="store_true",
+                        help="print no figure measured on the test split (they are still written to the "
+                             "run's files): for runs that are chosen between on val")
+
+
+def results_summary(results: dict[str, Any], blind: bool = False) -> str:
+    """The key figures of a results.json, in a fixed order (``blind``: none measured on test)."""
     rows: list[tuple[str, Any]] = [
         ("model", results.get("arch") or results.get("model")),
         ("dataset", results.get("dataset")),
@@ -38,4 +50,8 @@ def results_summary(results: dict[str, Any]) -> str:
     ]
     for name, value in sorted(results.get("attacks", {}).items()):
         rows.append((f"attack {name}", value))
+    if blind:
+        rows = [(name, value) for name, value in rows
+                if name not in TEST_SPLIT_FIGURES and not name.startswith("attack ")]
+        rows.append(("test figures", WITHHELD))
     return format_table(rows)

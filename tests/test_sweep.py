@@ -87,9 +87,16 @@ def test_sweep_writes_csv_summary_and_plots_and_skips_finished_runs(tmp_path):
     assert "Selected on val" in summary and "95" in summary and "±" in summary
     for png in ("accuracy_vs_size.png", "clean_vs_robust.png"):
         assert _png_size(out / png) == ("PNG", (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI)))
-    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    again = subprocess.run(cmd + ["--blind"], env=_env(), capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count(": skipped") == 4, again.stdout
     assert read_results_csv(out / "results.csv") == rows
+    # --blind prints each run's val figure and no test figure (summary.md, which names both, is not printed)
+    assert "withheld (--blind)" in again.stdout and "Selected on val" not in again.stdout
+    for row in rows:
+        assert f"val {row['val_accuracy']:.4f}" in again.stdout
+    vals = {f"{r['val_accuracy']:.4f}" for r in rows}
+    tests = {f"{r[k]:.4f}" for r in rows for k in ("test_accuracy", "attacks.pgd20", "attacks.fgsm")} - vals
+    assert tests and not any(t in again.stdout for t in tests), again.stdout
 
 
 def test_ablate_size_end_to_end(tmp_path):

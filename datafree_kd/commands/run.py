@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..experiment import ExperimentSpec, run_experiment
 from ..rundir import check_out
+from ..summary import WITHHELD, add_blind_argument
 
 #: the shipped experiments (``configs/experiments`` at the repository root)
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
@@ -32,6 +33,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="experiment directory (stages/, report.md, report.json)")
     parser.add_argument("--smoke", action="store_true", help="shrink every stage to seconds (a pipeline check)")
     parser.add_argument("--stages", help="directory of stage runs to share with other experiments (default OUT/stages)")
+    add_blind_argument(parser)
     parser.set_defaults(overrides=[])
 
 
@@ -50,7 +52,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError("--executor-opt needs --executor submitit or ray; here the run is in this process")
     else:
         report = run_experiment(experiment, args.out, smoke=args.smoke, stages_dir=args.stages)
-    print(summary_lines(report))
+    print(summary_lines(report, blind=args.blind))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -74,16 +76,25 @@ def _run_elsewhere(args: argparse.Namespace, experiment: ExperimentSpec) -> dict
     return json.loads(job.report_path.read_text())
 
 
-def summary_lines(report: dict[str, Any]) -> str:
-    """The report's model table as aligned text (what a terminal user reads first)."""
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+
+
+def summary_lines(report: dict[str, Any], blind: bool = False) -> str:
+    """The report's model table as aligned text (what a terminal user reads first); ``blind``: the
+    val accuracy instead of every figure measured on the test split."""
+    cpu = f"CPU time of all stages: {report['cpu_s'] / 60:.1f} min"
+    if blind:
+        rows = [[name, f"{m['val_accuracy']:.4f}" if "val_accuracy" in m else "-"]
+                for name, m in report["models"].items()]
+        return "\n".join([*_aligned(["model", "val acc"], rows), f"test figures: {WITHHELD}   {cpu}"])
     attacks = sorted({a for m in report["models"].values() for a in m.get("attacks", {})})
-    header = ["model", "test acc", *attacks]
     rows = [[name, f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-",
              *[f"{m['attacks'][a]:.4f}" if a in m.get("attacks", {}) else "-" for a in attacks]]
             for name, m in report["models"].items()]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    text = _aligned(["model", "test acc", *attacks], rows)
     if report.get("teacher", {}).get("test_accuracy") and "test_accuracy" in report.get("student", {}):
         ratio = report["student"]["test_accuracy"] / report["teacher"]["test_accuracy"]
-        text.append(f"student / teacher: {ratio:.3f}   CPU time of all stages: {report['cpu_s'] / 60:.1f} min")
+        text.append(f"student / teacher: {ratio:.3f}   {cpu}")
     return "\n".join(text)

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..experiment.executor import EXECUTORS, JobResult
 from ..experiment.runner import preflight
 from ..rundir import check_out, make_out_dir
+from ..summary import WITHHELD, add_blind_argument, format_table
 from ..experiment.sweep import ablate_size_jobs, parse_grid, report_row, sweep_jobs, write_outputs
 from .run import load_experiment
 
@@ -30,6 +31,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_executor_arguments(parser)
     parser.add_argument("--out", required=True, help="study directory (runs/, stages/, results.csv, summary.md, PNGs)")
     parser.add_argument("--stages", help="stage cache to share with other studies (default OUT/stages)")
+    add_blind_argument(parser)
     parser.set_defaults(overrides=[])
 
 
@@ -99,11 +101,22 @@ def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, 
     if not rows:
         raise ConfigError(f"every run failed; see {failed[0].job.out / 'log.txt'}")
     written = write_outputs(rows, keys, out, title, size_key, series_key, notes, xlabel, select)
-    print((out / "summary.md").read_text())
+    if args.blind:  # summary.md names the cell chosen on val *and* its test accuracy
+        print(val_lines(rows))
+    else:
+        print((out / "summary.md").read_text())
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}" + "".join(f", {p}" for p in written["plots"]))
     for r in failed:
         print(f"failed: {r.job.name} (see {r.job.out / 'log.txt'}): {r.error}")
     return 1 if failed else 0
+
+
+def val_lines(rows: list[dict[str, Any]]) -> str:
+    """Each run's name (its swept values and seed), val accuracy and data-free CPU time: what
+    ``--blind`` prints instead of summary.md."""
+    table = format_table([(Path(r["run_dir"]).name, f"val {r.get('val_accuracy', float('nan')):.4f}   "
+                                    f"synthesis + distillation {r['datafree_cpu_s']:.0f} CPU-s") for r in rows])
+    return f"{table}\ntest figures: {WITHHELD} (results.csv, summary.md)"
 
 
 def run_sweep(args: argparse.Namespace) -> int:
