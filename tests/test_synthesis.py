@@ -186,8 +186,8 @@ def test_the_large_tier_sizes_the_set_and_the_recipe(tmp_path):
     assert path == "configs/distill/transfer-neighbours-large.yaml" and reason.endswith(">= 10 MFLOPs")
     cfg = DistillConfig(**layer, teacher=teachers["resnet20"])
     cfg.validate()  # the recipe's explore runs without search (steps 0), so int8 teacher passes can serve it
-    assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "float32", True)
-    assert (cfg.teacher_precision, cfg.epochs, cfg.term_options["explore"]["steps"]) == ("int8", 62, 0)  # R19's 2,418 steps
+    assert (cfg.student, cfg.precision, cfg.channels_last) == ("resnet8", "auto", True)  # bf16 where native (R29)
+    assert (cfg.teacher_precision, cfg.epochs, cfg.term_options["explore"]["steps"]) == ("int8", 100, 0)  # R28's 3,900 steps
     assert recipe_defaults(teachers["lenet5_bn"], "transfer:anywhere")[1] == "configs/distill/transfer-neighbours.yaml"
     # past 80 MFLOPs: one teacher pass per step (kd alone; rule R12), made by an int8 copy of the
     # teacher (rule R17), on 5,000 images adapted for 15 inner steps, distilled for 102 epochs (R26)
