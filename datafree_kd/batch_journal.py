@@ -31,13 +31,11 @@ class BatchJournal:
         self.path = Path(path)
         self.identity = _canonical(identity)
         self.entries: dict[tuple[str, int], Any] = {}
-        self.resumed = False
         lines = self._read()
         if lines and lines[0].get("identity") == self.identity:
             for line in lines[1:]:
                 if isinstance(line.get("task"), str) and isinstance(line.get("index"), int) and "value" in line:
                     self.entries[(line["task"], line["index"])] = line["value"]
-            self.resumed = bool(self.entries)
         # rewrite what is kept (the header, the whole lines), so appends never follow a torn line
         text = json.dumps({"identity": self.identity}, sort_keys=True) + "\n"
         text += "".join(json.dumps({"task": t, "index": i, "value": v}, sort_keys=True) + "\n"

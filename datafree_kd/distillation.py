@@ -28,6 +28,7 @@ from .data.augment import augment_batch, mixup_images
 from .distiller import Distiller, LoopSettings, StudentSlot
 from .distributed import SINGLE, Ranks, init_from_launcher
 from .distributed import summary as distributed_summary
+from .summary import is_blind
 from .ensemble import TeacherEnsemble
 from .errors import ConfigError, DatasetError
 from .evaluation import evaluate_classifier, predict
@@ -567,7 +568,8 @@ def _run(cfg: DistillConfig, run: RunDir, resume: bool, ranks: Ranks, device: to
 
 
 def _progress_line(record: dict[str, Any], steps: int) -> str:
-    shown = {k: v for k, v in record.items() if k.endswith(("/total", "/test_accuracy", "/val_accuracy", "/train_agreement"))}
+    kept = ("/total", "/val_accuracy", "/train_agreement") + (() if is_blind() else ("/test_accuracy",))
+    shown = {k: v for k, v in record.items() if k.endswith(kept)}
     figures = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
     return f"step {record['step']}/{steps}  {figures}  ({record['elapsed_s']:.0f}s)"
 

@@ -1,7 +1,9 @@
-"""The short summary table every subcommand prints."""
+"""The short summary table every subcommand prints, and ``--blind``, which keeps test figures off it."""
 
 from __future__ import annotations
 
+import argparse
+import os
 from typing import Any
 
 
@@ -24,16 +26,31 @@ def format_table(rows: list[tuple[str, Any]]) -> str:
 TEST_SPLIT_FIGURES = ("test_accuracy", "reference_accuracy", "agreement", "ece")
 #: what a blind command prints where the test figures would be
 WITHHELD = "withheld (--blind): in the run's files, to be read once, after the choice"
+#: set by ``--blind`` for the whole process and the runs it starts (a sweep's ``dfkd run`` children)
+BLIND_ENV = "DFKD_BLIND"
 
 
-def add_blind_argument(parser: Any) -> None:
-    parser.add_argument("--blind", action="store_true",
-                        help="print no figure measured on the test split (they are still written to the "
-                             "run's files): for runs that are chosen between on val")
+def is_blind() -> bool:
+    """Whether this process prints test figures (every printer asks this one place)."""
+    return os.environ.get(BLIND_ENV) == "1"
 
 
-def results_summary(results: dict[str, Any], blind: bool = False) -> str:
-    """The key figures of a results.json, in a fixed order (``blind``: none measured on test)."""
+class _BlindAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        os.environ[BLIND_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_blind_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--blind", action=_BlindAction, nargs=0, default=False,
+                        help="print no figure measured on the test split (the run's files still hold them): "
+                             "for runs that are chosen between on val")
+
+
+def results_summary(results: dict[str, Any], blind: bool | None = None) -> str:
+    """The key figures of a results.json, in a fixed order (blind, by default ``is_blind()``:
+    none measured on test)."""
+    blind = is_blind() if blind is None else blind
     rows: list[tuple[str, Any]] = [
         ("model", results.get("arch") or results.get("model")),
         ("dataset", results.get("dataset")),

@@ -35,6 +35,7 @@ from .data import load_dataset
 from .data.augment import augment_batch
 from .distributed import init_from_launcher
 from .distributed import summary as distributed_summary
+from .summary import is_blind
 from .errors import ConfigError
 from .evaluation import evaluate_classifier, predict
 from .metrics import top1_accuracy
@@ -271,6 +272,6 @@ def _epoch_line(record: dict[str, Any]) -> str:
         f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
         f"train {record['train_accuracy']:.4f}"
     )
-    if "test_accuracy" in record:
+    if "test_accuracy" in record and not is_blind():
         text += f"  test {record['test_accuracy']:.4f}"
     return text + f"  ({record['elapsed_s']:.0f}s)"

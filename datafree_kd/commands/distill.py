@@ -12,7 +12,7 @@ from typing import Any
 
 from ..distillation import DistillConfig, recipe_layer, run_distillation
 from ..rundir import check_out
-from ..summary import add_blind_argument, format_table, results_summary
+from ..summary import add_blind_argument, format_table, is_blind, results_summary
 from .common import add_config_arguments, add_preset_argument, resolve_config
 
 
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args, {k: getattr(args, k) for k in names})
     check_out(args.out, "distillation")
     results = run_distillation(cfg, args.out, resume=args.resume)
-    print(results_summary(results, blind=args.blind))
-    if len(results["students"]) > 1 and not args.blind:
+    print(results_summary(results))
+    if len(results["students"]) > 1 and not is_blind():
         print(format_table([(f"{s['name']} {s['arch']}", s["test_accuracy"]) for s in results["students"]]))
     return 0
 

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..experiment import ExperimentSpec, run_experiment
 from ..rundir import check_out
-from ..summary import WITHHELD, add_blind_argument
+from ..summary import WITHHELD, add_blind_argument, is_blind
 
 #: the shipped experiments (``configs/experiments`` at the repository root)
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiments"
@@ -52,7 +52,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError("--executor-opt needs --executor submitit or ray; here the run is in this process")
     else:
         report = run_experiment(experiment, args.out, smoke=args.smoke, stages_dir=args.stages)
-    print(summary_lines(report, blind=args.blind))
+    print(summary_lines(report))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -81,9 +81,10 @@ def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
 
 
-def summary_lines(report: dict[str, Any], blind: bool = False) -> str:
-    """The report's model table as aligned text (what a terminal user reads first); ``blind``: the
-    val accuracy instead of every figure measured on the test split."""
+def summary_lines(report: dict[str, Any], blind: bool | None = None) -> str:
+    """The report's model table as aligned text (what a terminal user reads first); blind (by
+    default ``is_blind()``): the val accuracy instead of every figure measured on the test split."""
+    blind = is_blind() if blind is None else blind
     cpu = f"CPU time of all stages: {report['cpu_s'] / 60:.1f} min"
     if blind:
         rows = [[name, f"{m['val_accuracy']:.4f}" if "val_accuracy" in m else "-"]

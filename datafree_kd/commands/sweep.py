@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..experiment.executor import EXECUTORS, JobResult
 from ..experiment.runner import preflight
 from ..rundir import check_out, make_out_dir
-from ..summary import WITHHELD, add_blind_argument, format_table
+from ..summary import WITHHELD, add_blind_argument, format_table, is_blind
 from ..experiment.sweep import ablate_size_jobs, parse_grid, report_row, sweep_jobs, write_outputs
 from .run import load_experiment
 
@@ -101,7 +101,7 @@ def _execute(args: argparse.Namespace, jobs: list, keys: list[str], title: str, 
     if not rows:
         raise ConfigError(f"every run failed; see {failed[0].job.out / 'log.txt'}")
     written = write_outputs(rows, keys, out, title, size_key, series_key, notes, xlabel, select)
-    if args.blind:  # summary.md names the cell chosen on val *and* its test accuracy
+    if is_blind():  # summary.md names the cell chosen on val *and* its test accuracy
         print(val_lines(rows))
     else:
         print((out / "summary.md").read_text())

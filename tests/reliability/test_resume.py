@@ -190,8 +190,8 @@ def _evaluate_args(toy: dict, out: Path) -> list[str]:
 @pytest.mark.parametrize("fault", ["attacks.batch:2", "attacks.batch:9"])
 def test_attacked_evaluation_resumes_from_its_journal(toy, fault, tmp_path):
     """The toy test split is 64 images, 7 batches per attack. Killed after the 2nd attacked batch
-    (inside fgsm) or the 9th (inside pgd20), the rerun attacks
-    only the batches left, and its figures are the uninterrupted run's."""
+    (inside fgsm) or the 9th (inside pgd20), the rerun finishes with the uninterrupted run's figures
+    and journal (that it attacks only the batches left is checked in test_attacks.py)."""
     straight, out = tmp_path / "straight", tmp_path / "run"
     assert _dfkd(_evaluate_args(toy, straight)).returncode == 0
     killed = _dfkd(_evaluate_args(toy, out), fault)
