@@ -10,6 +10,7 @@ R=${R:-runs/robust-v5}
 SEED=${SEED:-0}
 D=$R/$N
 # model.pt, not results.json, marks a finished student: a run named like a set is refused by distill, not skipped
-[ -f $D/model.pt ] || python -m datafree_kd.cli distill --config $CFG --out $D --teacher $T/model.pt source=transfer:$SETS \
+# --resume continues a killed run from $D/last.pt (a fresh run when there is none)
+[ -f $D/model.pt ] || python -m datafree_kd.cli distill --config $CFG --out $D --resume --teacher $T/model.pt source=transfer:$SETS \
   seed=$SEED threads=1 latency_runs=0 "$@" || exit 1
 [ -f $D-val/results.json ] || python -m datafree_kd.cli evaluate $D/model.pt --split val --attacks pgd20 --eps 0.1 --out $D-val latency_runs=0 threads=1
