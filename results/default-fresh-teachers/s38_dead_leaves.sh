@@ -1,13 +1,13 @@
 #!/bin/bash
 # Session 38's dead-leaves probe (README, "Session 38"): R=DIR bash s38_dead_leaves.sh S...  (plain teachers S)
-# Teacher and DAFL set from the sweep's stages (minus the distill stage), then arms A (DAFL set), P (DAFL set +
+# Teacher and DAFL set from the plain experiment's stages (minus the distill stage), then arms A (DAFL set), P (DAFL set +
 # 20k dead leaves) and, on teacher 6, L (dead leaves alone): 4,680 steps of the grey-init recipe, val only.
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
 R=${R:-runs/s38-dead-leaves}; mkdir -p $R
-sed '/name: student/,$d' configs/experiments/default-plain-noeval.yaml > $R/sets.yaml
 for S in "$@"; do
-  dfkd sweep $R/sets.yaml --seeds $S --jobs 1 --stages $R/stages --out $R/sets-$S > $R/sets-$S.log 2>&1 || exit 1
+  sed '/name: student/,$d; s/defaults: {seed: 1}/defaults: {seed: '$S'}/' configs/experiments/default-plain-noeval.yaml > $R/sets-$S.yaml
+  dfkd run $R/sets-$S.yaml --stages $R/stages --out $R/sets-$S > $R/sets-$S.log 2>&1 || exit 1
   T=$(grep -o "^\[teacher\] .* in .*\|^\[teacher\] reused .*" $R/sets-$S.log | awk '{print $NF}' | head -1)
   SET=$(grep -o "^\[synthetic\] .* in .*\|^\[synthetic\] reused .*" $R/sets-$S.log | awk '{print $NF}' | head -1)
   echo "teacher $S: $T  set: $SET"
