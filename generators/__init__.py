@@ -10,5 +10,6 @@ from . import dafl, dfad, random_generator, zskt  # noqa: F401  (register the GA
 from . import deepinversion, fast  # noqa: F401  (register deepinversion, adi, adi-online, fast, fast-online)
 from . import diffusion  # noqa: F401  (registers diffusion: teacher-guided sampling from a diffusion prior)
 from . import cmi, nayer  # noqa: F401  (register cmi, cmi-online, nayer, nayer-online)
+from . import procedural  # noqa: F401  (registers dead-leaves: procedural images the teacher chooses among)
 
 __all__ = ["SYNTHESIZERS", "MaterializingSynthesizer", "OnlineSynthesizer", "register_synthesizer"]

@@ -54,6 +54,7 @@ TINY: dict[str, dict] = {
                    "pool_size": 16},
     "nayer": {"g_steps": 1, "fit_rounds": 1, "fit_batch_size": 8, "base_channels": 8, "noise_dim": 16},
     "nayer-online": {"g_steps": 1, "base_channels": 8, "noise_dim": 16, "refresh_every": 1, "pool_size": 16},
+    "dead-leaves": {"oversample": 2, "max_shapes": 2},
 }
 ONLINE_GANS = ["dafl-online", "dfad", "zskt"]
 

@@ -18,30 +18,7 @@ if len(sys.argv) not in (4, 5, 6, 7):
     sys.exit(__doc__)
 from datafree_kd.checkpoint import load_model
 from datafree_kd.transfer_set import TransferSet
-
-
-def dead_leaves(n: int, size: int, g: torch.Generator, max_shapes: int = 6, symmetric: float = 0.0) -> torch.Tensor:
-    """n images (n, 1, size, size) in [0, 1]: up to max_shapes occluding shapes, later ones on top;
-    a share ``symmetric`` of them mirrored about the vertical midline (left half onto the right)."""
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
-    img = torch.zeros(n, size, size)
-    shapes = torch.randint(1, max_shapes + 1, (n,), generator=g)
-    c = (size - 1) / 2
-    for k in range(max_shapes):
-        active = (shapes > k).float().view(n, 1, 1)
-        u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, 1, 1, generator=g)
-        cx, cy = c + size / 7 * torch.randn(n, 1, 1, generator=g), c + size / 7 * torch.randn(n, 1, 1, generator=g)
-        a, b = u(1.5, size * 0.45), u(1.5, size * 0.45)
-        th = u(0, torch.pi)
-        dx, dy = xs - cx, ys - cy
-        pu, pv = dx * th.cos() + dy * th.sin(), -dx * th.sin() + dy * th.cos()
-        ellipse = (torch.rand(n, 1, 1, generator=g) < 0.5).float()
-        d = ellipse * ((pu / a) ** 2 + (pv / b) ** 2).sqrt() + (1 - ellipse) * torch.maximum(pu.abs() / a, pv.abs() / b)
-        mask = ((1 - d) * torch.minimum(a, b) + 0.5).clamp(0, 1) * active  # about a one-pixel ramp
-        img = img * (1 - mask) + u(0.1, 1.0) * mask
-    mirrored = torch.cat([img[:, :, : size // 2], img[:, :, : (size + 1) // 2].flip(-1)], dim=2)
-    sym = (torch.rand(n, 1, 1, generator=g) < symmetric) if symmetric > 0 else torch.zeros(n, 1, 1, dtype=torch.bool)
-    return torch.where(sym, mirrored, img).unsqueeze(1)
+from generators.procedural import dead_leaves  # the probe's renderer, moved into the package unchanged
 
 
 teacher_path, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -54,7 +31,7 @@ g = torch.Generator().manual_seed(seed)
 images, logits = [], []
 with torch.inference_mode():
     for start in range(0, candidates, 5000):
-        x = dead_leaves(min(5000, candidates - start), info.image_size, g, symmetric=symmetric)
+        x = dead_leaves(min(5000, candidates - start), info.in_channels, info.image_size, g, symmetric=symmetric)
         images.append(x)
         logits.append(teacher(x).float())
 images, logits = torch.cat(images), torch.cat(logits)
