@@ -1,4 +1,4 @@
-"""Time one DAFL generator update (the default plain fit's step: generator forward, the DAFL loss
+"""Time one DAFL generator update (the measured DAFL fit's step: generator forward, the DAFL loss
 through a frozen teacher, backward, Adam) with the upsampling folded into the convolutions
 (:class:`generators.networks.UpsampleConv2d`, what the suite runs) against the same generator
 computed as ``nn.Upsample`` + ``nn.Conv2d`` (what it ran before), alternating the two so drift of
@@ -57,15 +57,14 @@ def main() -> None:
     torch.set_num_threads(1)
     from datafree_kd.checkpoint import load_model
     from datafree_kd.synthesis import build_synthesizer
-    from generators.default import DEFAULTS
+    from generators.default import measured_options
 
     loaded = load_model(args.teacher)
     teacher = loaded.model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
-    choice = DEFAULTS["plain"]
-    folded = build_synthesizer(choice.method, loaded.info, dict(choice.options))
+    folded = build_synthesizer("dafl", loaded.info, measured_options("dafl"))
     reference = copy.deepcopy(folded)
     reference.generator = unfolded(reference.generator)
-    for synthesizer in (folded, reference):  # the default fit's layout (channels-last, float32)
+    for synthesizer in (folded, reference):  # the measured fit's layout (channels-last, float32)
         synthesizer.to(memory_format=torch.channels_last)
     z = torch.randn(64, folded.generator.latent_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

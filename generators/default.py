@@ -7,12 +7,13 @@ statistics and a teacher without BatchNorm offers none:
 * teacher with BatchNorm2d layers (running statistics) -> ``fast`` (Fast-DFKD-style
   meta-generator matching those statistics; ``bn_layers="all"`` matches the classifier's
   BatchNorm1d statistics too, which Fast-DFKD's history of statistics makes informative);
-* teacher without -> ``dafl`` (needs only the teacher's outputs and features), with
-  ``input_stats=1``: matching the pixel mean and std of the teacher's input normalisation keeps
-  DAFL off the black-on-white sets that cost some teachers' students several points. Its fit runs
-  with ``fit_precision=auto`` (bf16 where the hardware computes it natively) and channels-last
-  weights. Its sets are distilled with grey-level copies of each image, and a BN-free chain teacher
-  (the LeNet-5 family) hands its strongest units to the student
+* teacher without -> ``dead-leaves`` (``symmetric=0.5``): nothing is fitted; the teacher labels
+  ten procedural images of a few large flat shapes (half of them mirrored about the midline) for
+  every one the set keeps, class-balanced by its answers. It replaced ``dafl`` (``input_stats=1``,
+  800 generator steps, fitted with ``fit_precision=auto`` in channels-last weights), which stays
+  one ``--method dafl`` away with those options (:data:`MEASURED_OPTIONS`), by rule R31. Its sets
+  are distilled with grey-level copies of each image, and a BN-free chain teacher (the LeNet-5
+  family) hands its strongest units to the student
   (``configs/distill/transfer-neighbours-grey.yaml`` / ``-grey-init.yaml``).
 
 Explicit ``options`` override these key by key. Every default was chosen by measurement, on the
@@ -74,15 +75,21 @@ class DefaultChoice:
 #: Measured defaults (see the module docstring); the keys name the teacher kind.
 DEFAULTS: dict[str, DefaultChoice] = {
     "batchnorm": DefaultChoice("fast", {"fit_rounds": 200, "bn_layers": "all"}, "the teacher has BatchNorm layers"),
-    "plain": DefaultChoice("dafl", {"fit_steps": 800, "batch_size": 256, "lr": 0.02, "input_stats": 1.0},
-                           "the teacher has no BatchNorm layers to match",
-                           "configs/distill/transfer-neighbours-grey.yaml",
-                           {"fit_precision": "auto", "channels_last": True}),
+    #: since rule R31: a procedural set the teacher labels, where DAFL's fit was (MEASURED_OPTIONS)
+    "plain": DefaultChoice("dead-leaves", {"oversample": 10, "symmetric": 0.5},
+                           "the teacher has no BatchNorm layers to match: procedural shapes it labels",
+                           "configs/distill/transfer-neighbours-grey.yaml"),
     #: since rules R25 and R27: 5,000 images each adapted for 15 inner steps over 25 meta rounds
     "batchnorm-large": DefaultChoice("fast", {"fit_rounds": 25, "bn_layers": "all", "inner_steps": 15},
                                      "the teacher has BatchNorm layers and >= 10 MFLOPs per image",
                                      "configs/distill/transfer-neighbours-large.yaml",
                                      {"fit_precision": "float32", "channels_last": True}, images=5000),
+}
+#: CPU options measured best for methods that are no default now (the plain default until rule R31,
+#: with its fit numerics ``fit_precision=auto, channels_last=true``): where a study swapping one in
+#: should start
+MEASURED_OPTIONS: dict[str, dict[str, Any]] = {
+    "dafl": {"fit_steps": 800, "batch_size": 256, "lr": 0.02, "input_stats": 1.0},
 }
 #: past 80 MFLOPs: the large tier's set (15 inner steps were chosen here first, rule R26) and a
 #: recipe with one teacher pass per step (rule R12)
@@ -128,9 +135,10 @@ def default_images(teacher: nn.Module, image_shape: tuple[int, ...] | None = Non
 
 
 def measured_options(method: str) -> dict[str, Any]:
-    """The CPU options measured best for ``method`` where it is a default (e.g. dafl's 800 steps at
-    lr 0.02), else none: what a study that swaps in ``method`` should start from."""
-    return next((dict(c.options) for c in DEFAULTS.values() if c.method == method), {})
+    """The CPU options measured best for ``method`` where it is or was a default (e.g. dafl's 800
+    steps at lr 0.02), else none: what a study that swaps in ``method`` should start from."""
+    current = next((dict(c.options) for c in DEFAULTS.values() if c.method == method), None)
+    return current if current is not None else dict(MEASURED_OPTIONS.get(method, {}))
 
 
 #: for a BN-free *chain* teacher (the LeNet-5 family) whose sets go to a narrower copy of it: the

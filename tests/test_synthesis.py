@@ -138,11 +138,24 @@ def test_default_method_depends_on_batchnorm():
 
     method, options, reason = choose_default(fitted_bn_lenet())
     assert method == "fast" and options == DEFAULTS["batchnorm"].options and "BatchNorm" in reason
-    method, options, _ = choose_default(create_model("lenet5", 10, 1, 28), {"fit_steps": 3})
-    assert method == "dafl" and options["fit_steps"] == 3 and options["lr"] == DEFAULTS["plain"].options["lr"]
-    assert options["input_stats"] > 0  # a plain teacher's sets match its input normalisation (polarity)
+    method, options, _ = choose_default(create_model("lenet5", 10, 1, 28), {"max_shapes": 3})
+    assert method == "dead-leaves" and options["max_shapes"] == 3
+    assert options["symmetric"] == DEFAULTS["plain"].options["symmetric"] > 0  # rule R31's mirrored half
     for choice in DEFAULTS.values():  # every default is a registered materialising method
         assert not getattr(SYNTHESIZERS.get(choice.method), "online", False)
+
+
+def test_the_former_plain_default_stays_one_config_away():
+    """Rule R31 retired DAFL as the BN-free default; its measured options live on in
+    MEASURED_OPTIONS (what sweeps swapping dafl in start from) and in a shipped config."""
+    from generators.default import MEASURED_OPTIONS, measured_options
+
+    shipped = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "synthesize" / "dafl-plain.yaml")
+    assert shipped["method"] == "dafl" and shipped["options"] == MEASURED_OPTIONS["dafl"] == measured_options("dafl")
+    assert (shipped["fit_precision"], shipped["channels_last"]) == ("auto", True)
+    assert measured_options("dafl")["input_stats"] > 0  # its sets match the input normalisation (polarity)
+    assert measured_options("dead-leaves") == {"oversample": 10, "symmetric": 0.5}
+    assert measured_options("zskt") == {}
 
 
 @pytest.mark.parametrize("arch, kind", [("lenet5_bn", "batchnorm"), ("resnet20", "batchnorm-large"),
@@ -225,21 +238,21 @@ def test_recommended_distill_recipe_is_a_shipped_config_per_teacher_kind():
 
 
 def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path):
-    _, teacher = toy  # a plain lenet5: no BatchNorm, so the default is dafl
+    _, teacher = toy  # a plain lenet5: no BatchNorm, so the default is dead-leaves (rule R31)
     cfg = SynthesizeConfig(teacher=str(teacher), n=64, batch_size=32, shard_size=64, device="cpu",
-                           options={"fit_steps": 2, "base_channels": 8})
+                           options={"max_shapes": 2})
     assert cfg.method == "auto"
     results = run_synthesis(cfg, tmp_path / "auto")
     transfer = TransferSet.open(tmp_path / "auto" / "transfer_set")
-    assert results["method"] == transfer.meta["synthesizer"] == "dafl"
-    assert results["options"]["fit_steps"] == 2 and results["options"]["lr"] == 0.02
+    assert results["method"] == transfer.meta["synthesizer"] == "dead-leaves"
+    assert results["options"] == {"oversample": 10, "symmetric": 0.5, "max_shapes": 2}
     assert results["method_choice"].startswith("auto:") and len(transfer) == 64
     assert results["distill_recipe"].endswith("transfer-neighbours-grey-init.yaml")
     again = run_synthesis(cfg, tmp_path / "auto")  # a re-run resumes the same set, nothing new
     assert again["count"] == 64
     # what is compared on resume is what made the images, not how the method was spelt
     spelt_out = SynthesizeConfig(teacher=str(teacher), n=64, batch_size=32, shard_size=64, device="cpu",
-                                 method="dafl", options=dict(results["options"]))
+                                 method="dead-leaves", options=dict(results["options"]))
     assert run_synthesis(spelt_out, tmp_path / "auto")["count"] == 64
 
 
@@ -248,24 +261,24 @@ def test_a_set_made_under_an_older_default_is_not_continued(toy, tmp_path, monke
 
     _, teacher = toy
     cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu",
-                           options={"fit_steps": 2, "base_channels": 8})
+                           options={"max_shapes": 2})
     run_synthesis(cfg, tmp_path / "old")
-    changed = default.DefaultChoice("dafl", {**default.DEFAULTS["plain"].options, "lr": 0.05}, "changed")
+    changed = default.DefaultChoice("dead-leaves", {**default.DEFAULTS["plain"].options, "symmetric": 0.0}, "changed")
     monkeypatch.setitem(default.DEFAULTS, "plain", changed)
     with pytest.raises(ConfigError, match="different options"):
         run_synthesis(SynthesizeConfig(**{**cfg.__dict__, "n": 64}), tmp_path / "old")
 
 
 def test_paper_preset_replaces_the_measured_cpu_options(toy, tmp_path):
-    _, teacher = toy  # plain lenet5: auto picks dafl; the paper preset drops the measured lr 0.02 / 800 steps
-    from generators.dafl import DAFL
+    _, teacher = toy  # plain lenet5: auto picks dead-leaves; the paper preset drops the measured selection and mirror
+    from generators.procedural import DeadLeaves
 
     cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu", preset="paper",
-                           options={"fit_steps": 2, "base_channels": 8})
+                           options={"max_shapes": 2})
     results = run_synthesis(cfg, tmp_path / "paper")
-    assert results["method"] == "dafl" and "paper preset" in results["method_choice"]
-    assert results["options"] == {**DAFL.paper_options, "fit_steps": 2, "base_channels": 8}
-    given = SynthesizeConfig(**{**cfg.__dict__, "method": "dafl"})
+    assert results["method"] == "dead-leaves" and "paper preset" in results["method_choice"]
+    assert results["options"] == {**DeadLeaves.paper_options, "max_shapes": 2}
+    given = SynthesizeConfig(**{**cfg.__dict__, "method": "dead-leaves"})
     assert run_synthesis(given, tmp_path / "paper")["count"] == 32  # same resolved options: resumes
     with pytest.raises(ConfigError, match="unknown preset"):
         run_synthesis(SynthesizeConfig(**{**cfg.__dict__, "preset": "gpu"}), tmp_path / "bad")
@@ -409,13 +422,18 @@ def test_fit_numerics_speed_options_fit_in_bf16_and_channels_last_and_leave_noth
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_the_plain_default_fits_in_bf16_only_where_the_hardware_has_it(toy, tmp_path, monkeypatch, native):
-    """Unset fit numerics take the measured default of `method: auto`'s choice: for a BN-free
-    teacher channels-last and `auto` precision, i.e. bf16 only on a device that computes it
-    natively; an explicit method keeps float32 unless asked; results record what ran."""
+def test_a_default_with_auto_fit_numerics_fits_in_bf16_only_where_the_hardware_has_it(toy, tmp_path, monkeypatch,
+                                                                                     native):
+    """Unset fit numerics take the measured default of `method: auto`'s choice: for the DAFL
+    default a BN-free teacher had until rule R31, channels-last and `auto` precision, i.e. bf16
+    only on a device that computes it natively; an explicit method keeps float32 unless asked;
+    results record what ran."""
     import datafree_kd.runtime as runtime
+    import generators.default as default
 
-    _, teacher = toy  # a plain lenet5: auto picks dafl
+    _, teacher = toy
+    monkeypatch.setitem(default.DEFAULTS, "plain", default.DefaultChoice(
+        "dafl", default.MEASURED_OPTIONS["dafl"], "before R31", fit={"fit_precision": "auto", "channels_last": True}))
     monkeypatch.setattr(runtime, "native_bf16", lambda device: native)
     cfg = SynthesizeConfig(teacher=str(teacher), n=32, batch_size=32, shard_size=64, device="cpu",
                            options={"fit_steps": 2, "base_channels": 8})
