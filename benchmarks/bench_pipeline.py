@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_METHODS = "random-generator,dafl,deepinversion,fast,cmi,nayer"
+DEFAULT_METHODS = "random-generator,dead-leaves,dafl,deepinversion,fast,cmi,nayer"
 
 
 def child_cpu_s() -> float:
