@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import write_tensor_dataset
 from datafree_kd.errors import ConfigError
 from datafree_kd.experiment import ExperimentSpec
-from datafree_kd.experiment.sweep import ablate_size_jobs, expand_grid, parse_grid, run_name
+from datafree_kd.experiment.sweep import ablate_size_jobs, expand_grid, parse_grid, run_name, sweep_jobs
 from datafree_kd.study_plots import DPI, FIGSIZE
 from datafree_kd.study_tables import read_results_csv
 from test_experiment import _env, toy_experiment
@@ -32,6 +32,26 @@ def test_grid_expands_to_the_product_with_seeds_fastest():
     for bad in (["student.lr"], ["=1,2"], ["student.lr="], ["a=1", "a=2"]):
         with pytest.raises(ConfigError):
             parse_grid(bad)
+
+
+def test_a_grid_that_swaps_the_method_starts_it_from_its_measured_options(tmp_path):
+    """The experiment's options belong to its method: a swapped-in method gets its own measured
+    ones (as in the size study), with options the grid names itself on top."""
+    from generators.default import measured_options
+
+    data = write_tensor_dataset(tmp_path / "data")
+    spec = ExperimentSpec.from_dict(toy_experiment(data))
+    def synth_options(*grid: str) -> dict:
+        return {job.swept["synthetic.method"]: next(s for s in job.spec.stages if s.name == "synthetic").config["options"]
+                for job in sweep_jobs(spec, parse_grid(list(grid)), [0], tmp_path / "o")}
+
+    options = synth_options("synthetic.method=dafl,dead-leaves")
+    assert options == {"dafl": {"fit_steps": 3, "batch_size": 16, "base_channels": 8},
+                       "dead-leaves": measured_options("dead-leaves")}
+    named = synth_options("synthetic.method=dead-leaves", "synthetic.options.max_shapes=2")
+    assert named == {"dead-leaves": {**measured_options("dead-leaves"), "max_shapes": 2}}
+    kept = sweep_jobs(spec, parse_grid(["student.lr=0.01"]), [0], tmp_path / "o")[0]
+    assert next(s for s in kept.spec.stages if s.name == "synthetic").config["options"]["fit_steps"] == 3
 
 
 def test_ablate_size_jobs_share_one_set_per_method_and_seed(tmp_path):

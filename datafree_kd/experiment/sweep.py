@@ -63,9 +63,26 @@ def _override(spec: ExperimentSpec, point: dict[str, Any]) -> ExperimentSpec:
     return spec.with_overrides([f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in point.items()])
 
 
+def _swap_methods(spec: ExperimentSpec, point: dict[str, Any]) -> ExperimentSpec:
+    """A grid point that names another method for a ``synthesize`` stage starts that method from its
+    measured CPU options, as :func:`ablate_size_jobs` does: the options the experiment gave its own
+    method are another synthesizer's keys (``fit_steps`` means nothing to ``dead-leaves``). Options
+    the grid names itself (``STAGE.options.KEY``) still apply on top."""
+    from generators.default import measured_options
+
+    swapped = {s.name: point[f"{s.name}.method"] for s in spec.stages
+               if s.kind == "synthesize" and point.get(f"{s.name}.method", s.config.get("method")) != s.config.get("method")}
+    if not swapped:
+        return spec
+    return dataclasses.replace(spec, stages=[
+        dataclasses.replace(s, config={**s.config, "options": measured_options(swapped[s.name])}) if s.name in swapped else s
+        for s in spec.stages])
+
+
 def sweep_jobs(spec: ExperimentSpec, grid: Sequence[tuple[str, list[Any]]], seeds: Sequence[int], out: Path
                ) -> list[Job]:
-    return [Job(run_name(point), _override(spec, point), out / "runs" / run_name(point), out / "stages", point)
+    return [Job(run_name(point), _override(_swap_methods(spec, point), point), out / "runs" / run_name(point),
+                out / "stages", point)
             for point in expand_grid(grid, seeds)]
 
 

@@ -1,0 +1,27 @@
+"""Usage: python s39_set_classes.py TEACHER.pt SET_DIR [SET_DIR ...]
+
+Per class (by the teacher's argmax): how many images of each set, and the teacher's mean
+confidence on them. Reads no real image: session 39's check of whether a larger `oversample`
+fills the classes a dead-leaves set under-fills (Trouser on teachers 32 and 33).
+"""
+import sys
+
+import torch
+
+from datafree_kd.checkpoint import load_model
+from datafree_kd.transfer_set import open_transfer_set
+
+if len(sys.argv) < 3:
+    sys.exit(__doc__)
+loaded = load_model(sys.argv[1])
+teacher, names = loaded.model.eval(), loaded.info.class_names
+for path in sys.argv[2:]:
+    images = open_transfer_set(path).load().images
+    with torch.inference_mode():
+        probs = torch.cat([teacher(chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk).softmax(1)
+                           for chunk in images.split(1024)])
+    confidence, label = probs.max(1)
+    print(path)
+    for k, name in enumerate(names):
+        chosen = label == k
+        print(f"  {name:<12} n {int(chosen.sum()):5d}  conf {confidence[chosen].mean().item() if chosen.any() else float('nan'):.3f}")
