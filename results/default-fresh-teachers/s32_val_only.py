@@ -16,6 +16,7 @@ for sweep in sys.argv[1:]:
         sys.exit(f"{table}: no such file (has the sweep finished?)")
     with table.open() as f:
         for row in csv.DictReader(f):
-            swept = {k: v for k, v in row.items() if "." in k and k != "run_dir"}
+            # swept keys only: attack columns (attacks.*) are test-split figures
+            swept = {k: v for k, v in row.items() if "." in k and k != "run_dir" and "attacks." not in k}
             print(sweep, f"seed {row['seed']}", swept or "", f"val {float(row['val_accuracy']):.4f}",
                   f"datafree_cpu_s {float(row['datafree_cpu_s']):.0f}")
