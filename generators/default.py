@@ -10,8 +10,8 @@ statistics and a teacher without BatchNorm offers none:
 * teacher without -> ``dead-leaves`` (``symmetric=0.5``): nothing is fitted; the teacher labels
   ten procedural images of a few large flat shapes (half of them mirrored about the midline) for
   every one the set keeps, class-balanced by its answers. It replaced ``dafl`` (``input_stats=1``,
-  800 generator steps, fitted with ``fit_precision=auto`` in channels-last weights), which stays
-  one ``--method dafl`` away with those options (:data:`MEASURED_OPTIONS`), by rule R31. Its sets
+  800 generator steps, fitted with ``fit_precision=auto`` in channels-last weights) by rule R31;
+  that DAFL stays one config away (``configs/synthesize/dafl-plain.yaml``, :data:`MEASURED_OPTIONS`). Its sets
   are distilled with grey-level copies of each image, and a BN-free chain teacher (the LeNet-5
   family) hands its strongest units to the student
   (``configs/distill/transfer-neighbours-grey.yaml`` / ``-grey-init.yaml``).
