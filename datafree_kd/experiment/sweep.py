@@ -63,19 +63,21 @@ def _override(spec: ExperimentSpec, point: dict[str, Any]) -> ExperimentSpec:
     return spec.with_overrides([f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in point.items()])
 
 
-def _swap_methods(spec: ExperimentSpec, point: dict[str, Any]) -> ExperimentSpec:
-    """A grid point that names another method for a ``synthesize`` stage starts that method from its
-    measured CPU options, as :func:`ablate_size_jobs` does: the options the experiment gave its own
-    method are another synthesizer's keys (``fit_steps`` means nothing to ``dead-leaves``). Options
-    the grid names itself (``STAGE.options.KEY``) still apply on top."""
+def _options_for(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """A synthesize stage's options for ``method``: the experiment's own belong to the method it
+    names (``auto`` when unset); another method starts from its measured CPU options
+    (:func:`generators.default.measured_options`), since ``fit_steps`` means nothing to ``dead-leaves``."""
     from generators.default import measured_options
 
-    swapped = {s.name: point[f"{s.name}.method"] for s in spec.stages
-               if s.kind == "synthesize" and point.get(f"{s.name}.method", s.config.get("method")) != s.config.get("method")}
-    if not swapped:
-        return spec
+    return config.get("options", {}) if method == config.get("method", "auto") else measured_options(method)
+
+
+def _swap_methods(spec: ExperimentSpec, point: dict[str, Any]) -> ExperimentSpec:
+    """Give each synthesize stage whose method the grid point swaps :func:`_options_for` the new
+    method; options the grid names itself (``STAGE.options.KEY``) still apply on top."""
     return dataclasses.replace(spec, stages=[
-        dataclasses.replace(s, config={**s.config, "options": measured_options(swapped[s.name])}) if s.name in swapped else s
+        dataclasses.replace(s, config={**s.config, "options": _options_for(s.config, point[f"{s.name}.method"])})
+        if s.kind == "synthesize" and f"{s.name}.method" in point else s
         for s in spec.stages])
 
 
@@ -125,7 +127,6 @@ def ablate_size_jobs(spec: ExperimentSpec, sizes: Sequence[int], methods: Sequen
     starts from its measured CPU options (:func:`generators.default.measured_options`), if any.
     """
     from generators import SYNTHESIZERS
-    from generators.default import measured_options
 
     if budget not in ("steps", "epochs"):
         raise ConfigError(f"budget must be steps or epochs, got {budget!r}")
@@ -154,9 +155,9 @@ def ablate_size_jobs(spec: ExperimentSpec, sizes: Sequence[int], methods: Sequen
     largest = max(sizes)
 
     def set_stage(part: str):
-        options = base.config.get("options", {}) if part == base.config.get("method") else measured_options(part)
         return dataclasses.replace(base, name=f"{synth}-{part}",
-                                   config={**base.config, "method": part, "n": largest, "options": options})
+                                   config={**base.config, "method": part, "n": largest,
+                                           "options": _options_for(base.config, part)})
 
     jobs = []
     for n, method, seed in itertools.product(sorted(sizes), methods, seeds):

@@ -9,6 +9,7 @@ import sys
 import torch
 
 from datafree_kd.checkpoint import load_model
+from datafree_kd.evaluation import predict
 from datafree_kd.transfer_set import open_transfer_set
 
 if len(sys.argv) < 3:
@@ -16,11 +17,8 @@ if len(sys.argv) < 3:
 loaded = load_model(sys.argv[1])
 teacher, names = loaded.model.eval(), loaded.info.class_names
 for path in sys.argv[2:]:
-    images = open_transfer_set(path).load().images
     with torch.inference_mode():
-        probs = torch.cat([teacher(chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk).softmax(1)
-                           for chunk in images.split(1024)])
-    confidence, label = probs.max(1)
+        confidence, label = predict(teacher, open_transfer_set(path).load()).softmax(1).max(1)
     print(path)
     for k, name in enumerate(names):
         chosen = label == k
