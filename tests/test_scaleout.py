@@ -171,7 +171,9 @@ def test_a_set_made_in_four_shards_equals_the_single_process_set_bit_for_bit(toy
 
 
 @pytest.mark.slow
-def test_shards_run_at_once_and_under_torchrun_merge_to_the_same_set(toy_set, tmp_path):
+def test_shards_run_at_once_and_under_torchrun_merge_to_the_same_set(toy_set, tmp_path, one_thread):
+    # the in-process set is made on one thread, as the shard processes are (OMP_NUM_THREADS=1), so
+    # the fits round alike whatever thread count earlier tests left behind
     _, teacher, _ = toy_set
     whole = _synth(teacher, tmp_path / "whole")
     args = ["synthesize", "--teacher", str(teacher), "--method", "dafl", "n=200", "--batch-size", "32",
