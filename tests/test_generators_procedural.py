@@ -50,6 +50,18 @@ def test_symmetric_share_mirrors_the_left_half():
     assert 0.4 < share < 0.6
 
 
+def test_textured_shares_stripe_their_shapes_and_zero_draws_as_before():
+    flat, striped = draw(0, n=200), draw(0, n=200, textured=1.0)
+    assert torch.equal(flat, draw(0, n=200, textured=0.0))
+    assert striped.min() >= 0 and striped.max() <= 1 and torch.equal(striped, draw(0, n=200, textured=1.0))
+    # a grating varies inside each shape: far fewer pixels equal their horizontal neighbour
+    same = lambda x: (x[..., 1:] == x[..., :-1]).float().mean()  # noqa: E731
+    assert same(striped) < same(flat) - 0.15
+    assert (striped == 0).float().mean() > 0.2  # still shapes on a black ground
+    half = draw(0, n=200, textured=0.5)
+    assert same(striped) < same(half) < same(flat)
+
+
 def test_class_balanced_takes_each_class_its_most_probable_candidates():
     g = torch.Generator().manual_seed(0)
     probabilities = torch.rand(200, 4, generator=g).softmax(1)
@@ -88,7 +100,8 @@ def test_generate_balances_the_teachers_classes():
 
 @pytest.mark.parametrize("options, match", [({"oversample": 0}, "oversample >= 1"),
                                             ({"max_shapes": 0}, "max_shapes >= 1"),
-                                            ({"symmetric": 1.5}, "symmetric <= 1")])
+                                            ({"symmetric": 1.5}, "symmetric <= 1"),
+                                            ({"textured": -0.1}, "textured <= 1")])
 def test_impossible_options_are_refused(options, match):
     with pytest.raises(ConfigError, match=match):
         SYNTHESIZERS.get("dead-leaves")(GREY, **options)
