@@ -20,6 +20,8 @@ nothing about the stripes, seams and knit that tell a shirt from a pullover or a
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from datafree_kd.data.info import DatasetInfo
@@ -58,7 +60,7 @@ def dead_leaves(n: int, channels: int, size: int, generator: torch.Generator, ma
         mask = (((1 - distance) * torch.minimum(a, b) + 0.5).clamp(0, 1) * active).unsqueeze(1)
         level = uniform(0.1, 1.0, channels) if channels > 1 else uniform(0.1, 1.0).unsqueeze(1)
         if textured > 0:
-            level = level * _stripes(u, v, textured, n, generator).unsqueeze(1)
+            level = level * _stripes(u, v, textured, uniform).unsqueeze(1)
         img = img * (1 - mask) + level * mask
     if symmetric > 0:
         mirrored = torch.cat([img[..., : size // 2], img[..., : (size + 1) // 2].flip(-1)], dim=-1)
@@ -67,14 +69,13 @@ def dead_leaves(n: int, channels: int, size: int, generator: torch.Generator, ma
     return img
 
 
-def _stripes(u: torch.Tensor, v: torch.Tensor, share: float, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-pixel factors ``(n, size, size)`` in (0, 1]: a grating on a share ``share`` of the ``n``
-    shapes (in the shape's own coordinates ``u, v``), 1 elsewhere."""
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, 1, 1, generator=generator)
-
+def _stripes(u: torch.Tensor, v: torch.Tensor, share: float,
+             uniform: Callable[[float, float], torch.Tensor]) -> torch.Tensor:
+    """Per-pixel factors ``(n, size, size)`` in (0, 1]: a grating on a share ``share`` of the shapes
+    (in each shape's own coordinates ``u, v``), 1 elsewhere; ``uniform(low, high)`` draws one value
+    per image from :func:`dead_leaves`'s generator."""
     period, orientation, phase, depth = uniform(2.0, 8.0), uniform(0, torch.pi), uniform(0, 2 * torch.pi), uniform(0.3, 0.8)
-    striped = (torch.rand(n, 1, 1, generator=generator) < share).float()
+    striped = (uniform(0.0, 1.0) < share).float()
     wave = 0.5 + 0.5 * torch.sin(2 * torch.pi * (u * orientation.cos() + v * orientation.sin()) / period + phase)
     return 1 - striped * depth * wave
 
