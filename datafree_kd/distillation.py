@@ -11,6 +11,7 @@ the teacher's kind, under whatever the user gives explicitly.
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,8 +315,24 @@ def recipe_defaults(teacher_path: str, source: str, recipe: str = "auto", teache
     from generators.default import recipe_choice
 
     teacher = _recipe_teacher(paths[0], teacher_arch, source)
-    path, kind = recipe_choice(teacher.model, single=len(paths) == 1, image_shape=teacher.info.shape)
+    path, kind = recipe_choice(teacher.model, single=len(paths) == 1, image_shape=teacher.info.shape,
+                               methods=_set_methods(source))
     return load_yaml(_recipe_file(path, given=False)), path, f"measured best for {kind}"
+
+
+def _set_methods(source: str) -> tuple[str, ...]:
+    """The synthesizer named in each ``transfer:`` set's meta (empty if any cannot be read: the
+    set's own checks report that later, with their own message)."""
+    from .errors import DatasetError
+    from .transfer_set import META_NAME, locate
+
+    methods = []
+    for part in source.removeprefix("transfer:").split(","):
+        try:
+            methods.append(str(json.loads((locate(part.strip()) / META_NAME).read_text()).get("synthesizer", "")))
+        except (OSError, ValueError, DatasetError):
+            return ()
+    return tuple(methods)
 
 
 def recipe_layer(user: dict[str, Any], config_given: bool = False) -> tuple[dict[str, Any], str | None, str]:

@@ -335,7 +335,7 @@ def _run(cfg: SynthesizeConfig, run: RunDir) -> dict[str, Any]:
     results = _summarise(transfer, cfg, teacher.fingerprint, timings, fit_logs, preview, device)
     from generators.default import distill_recipe
 
-    results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model, teacher.info.shape),
+    results.update({"options": options, "method_choice": choice, "distill_recipe": distill_recipe(teacher.model, teacher.info.shape, method),
                     "parts": parts, "fit_precision": numerics.precision, "channels_last": numerics.channels_last})
     run.write_results(results)
     return results

@@ -144,6 +144,10 @@ def measured_options(method: str) -> dict[str, Any]:
 #: for a BN-free *chain* teacher (the LeNet-5 family) whose sets go to a narrower copy of it: the
 #: grey recipe with the student started from the teacher's strongest units (``student_init``)
 CHAIN_RECIPE = "configs/distill/transfer-neighbours-grey-init.yaml"
+#: the same without grey copies, for sets of these methods: their images have grey levels of their
+#: own, and the copies cost the students val accuracy (rule R34)
+GREY_FREE_METHODS = ("dead-leaves",)
+GREY_FREE_CHAIN_RECIPE = "configs/distill/transfer-neighbours-init.yaml"
 
 
 #: the teacher kind each recipe was measured on, as ``dfkd distill`` prints it
@@ -152,20 +156,23 @@ RECIPE_KINDS = {"batchnorm": "a BatchNorm teacher", "plain": "a BN-free teacher"
                 "batchnorm-xl": "a BatchNorm teacher of >= 80 MFLOPs"}
 
 
-def recipe_choice(teacher: nn.Module, single: bool = True, image_shape: tuple[int, ...] | None = None
-                  ) -> tuple[str, str]:
+def recipe_choice(teacher: nn.Module, single: bool = True, image_shape: tuple[int, ...] | None = None,
+                  methods: tuple[str, ...] = ()) -> tuple[str, str]:
     """``(recipe, the teacher kind it was measured best for)``. ``single=False`` (an ensemble)
-    skips the chain recipe, whose ``student_init=teacher`` needs one teacher to slice."""
+    skips the chain recipe, whose ``student_init=teacher`` needs one teacher to slice. ``methods``:
+    the synthesizers of the set(s) to be distilled; when all are grey-free, so is the chain recipe."""
     kind = teacher_kind(teacher, image_shape)
     if kind == "plain" and single and getattr(getattr(teacher, "net", teacher), "is_chain", False):
+        if methods and all(m in GREY_FREE_METHODS for m in methods):
+            return GREY_FREE_CHAIN_RECIPE, RECIPE_KINDS["chain"] + " (a procedural set)"
         return CHAIN_RECIPE, RECIPE_KINDS["chain"]
     return DEFAULTS[kind].recipe, RECIPE_KINDS[kind]
 
 
-def distill_recipe(teacher: nn.Module, image_shape: tuple[int, ...] | None = None) -> str:
+def distill_recipe(teacher: nn.Module, image_shape: tuple[int, ...] | None = None, method: str | None = None) -> str:
     """The shipped ``dfkd distill --config`` measured best for sets from this kind of teacher:
     grey-level copies (blur, brightness) help near-binary DAFL images of a BN-free teacher (0.914 x
     against 0.866 x over three seeds) and hurt BN-matched ones (-3.6 points on one seed); a chain
     teacher (LeNet-5 family) also hands its strongest units to the student (README). A path
     relative to the repository root; ``dfkd distill`` applies it by itself to ``transfer:`` sources."""
-    return recipe_choice(teacher, image_shape=image_shape)[0]
+    return recipe_choice(teacher, image_shape=image_shape, methods=(method,) if method else ())[0]

@@ -233,6 +233,12 @@ def test_recommended_distill_recipe_is_a_shipped_config_per_teacher_kind():
     assert chain_cfg["student_init"] == "teacher" and "student_init" not in plain_cfg
     assert {k: chain_cfg[k] for k in ("blur", "brightness", "mixup")} == \
         {k: plain_cfg[k] for k in ("blur", "brightness", "mixup")}
+    # rule R34: procedural (dead-leaves) sets of a chain teacher drop only the grey copies
+    grey_free = distill_recipe(create_model("lenet5", 10, 1, 28), method="dead-leaves")
+    assert distill_recipe(create_model("lenet5", 10, 1, 28), method="dafl") == chain
+    assert grey_free.endswith("transfer-neighbours-init.yaml")
+    grey_free_cfg = load_yaml(repo / grey_free)
+    assert {k: v for k, v in chain_cfg.items() if k not in ("blur", "brightness")} == grey_free_cfg
     # rule R8 (session 23) halved the chain recipe's epochs with the bf16 fit; the others were not re-measured
     assert (chain_cfg["epochs"], plain_cfg["epochs"], bn_cfg["epochs"]) == (100, 200, 200)
 
@@ -247,7 +253,8 @@ def test_synthesis_without_method_uses_the_default_for_the_teacher(toy, tmp_path
     assert results["method"] == transfer.meta["synthesizer"] == "dead-leaves"
     assert results["options"] == {"oversample": 10, "symmetric": 0.5, "max_shapes": 2}
     assert results["method_choice"].startswith("auto:") and len(transfer) == 64
-    assert results["distill_recipe"].endswith("transfer-neighbours-grey-init.yaml")
+    # a dead-leaves set is distilled without grey copies (rule R34)
+    assert results["distill_recipe"].endswith("transfer-neighbours-init.yaml")
     again = run_synthesis(cfg, tmp_path / "auto")  # a re-run resumes the same set, nothing new
     assert again["count"] == 64
     # what is compared on resume is what made the images, not how the method was spelt
