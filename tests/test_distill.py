@@ -461,6 +461,34 @@ def test_transfer_source_without_config_takes_the_recipe_for_the_teacher(toy_tea
     assert both.recipe.endswith("transfer-neighbours-grey.yaml") and both.student_init == "random"  # an ensemble
 
 
+def test_the_chain_recipe_follows_the_sets_method(chain_teacher, tmp_path, capsys):
+    """Rule R34: a dead-leaves set of a chain teacher is distilled without grey copies (blur and
+    brightness off, everything else the chain recipe's); a DAFL-style set, a mixed pair of sets and
+    a set whose meta cannot be read keep the grey copies. Checked end to end: the run records it."""
+    from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
+
+    def make(method: str, **options) -> str:
+        run_synthesis(SynthesizeConfig(teacher=str(chain_teacher), method=method, n=32, batch_size=32, shard_size=32,
+                                       device="cpu", options=options), tmp_path / method)
+        return str(tmp_path / method / "transfer_set")
+
+    leaves, learnt = make("dead-leaves", max_shapes=2), make("random-generator", base_channels=8)
+    capsys.readouterr()
+    grey_free = _resolve("--teacher", str(chain_teacher), "--source", f"transfer:{leaves}")
+    assert grey_free.recipe.endswith("transfer-neighbours-init.yaml")
+    assert (grey_free.blur, grey_free.brightness, grey_free.student_init, grey_free.lr) == (0.0, 0.0, "teacher", 0.001)
+    assert "(measured best for a BN-free chain teacher (a procedural set)" in capsys.readouterr().out
+    for source in (learnt, f"{leaves},{learnt}", str(tmp_path / "missing")):
+        grey = _resolve("--teacher", str(chain_teacher), "--source", f"transfer:{source}")
+        assert grey.recipe.endswith("transfer-neighbours-grey-init.yaml") and grey.blur == 1.5, source
+    data = write_tensor_dataset(tmp_path / "toy", n_train=64, n_test=32)
+    run = _resolve("--teacher", str(chain_teacher), "--source", f"transfer:{leaves}", "--data-root", str(data),
+                   "steps=2", "batch_size=16", "latency_runs=0", "device=cpu")
+    results = run_distillation(run, tmp_path / "run")
+    assert results["recipe"] == "configs/distill/transfer-neighbours-init.yaml" and results["steps"] == 2
+    assert results["student_init"] == "teacher"
+
+
 def test_explicit_options_beat_the_recipe_and_recipe_none_turns_it_off(toy_teacher, tmp_path):
     _, teacher = toy_teacher
     common = ("--teacher", str(teacher), "--source", "transfer:anywhere")
