@@ -11,10 +11,12 @@ statistics and a teacher without BatchNorm offers none:
   ten procedural images of a few large flat shapes (half of them mirrored about the midline) for
   every one the set keeps, class-balanced by its answers. It replaced ``dafl`` (``input_stats=1``,
   800 generator steps, fitted with ``fit_precision=auto`` in channels-last weights) by rule R31;
-  that DAFL stays one config away (``configs/synthesize/dafl-plain.yaml``, :data:`MEASURED_OPTIONS`). Its sets
-  are distilled with grey-level copies of each image, and a BN-free chain teacher (the LeNet-5
-  family) hands its strongest units to the student
-  (``configs/distill/transfer-neighbours-grey.yaml`` / ``-grey-init.yaml``).
+  that DAFL stays one config away (``configs/synthesize/dafl-plain.yaml``, :data:`MEASURED_OPTIONS`). A BN-free
+  chain teacher (the LeNet-5 family) hands its strongest units to the student. The recipe follows
+  the set's method: DAFL's near-binary sets are distilled with grey-level copies of each image
+  (``configs/distill/transfer-neighbours-grey.yaml`` / ``-grey-init.yaml``); dead-leaves sets,
+  which have grey levels of their own, without them (``transfer-neighbours-init.yaml``, rule R34;
+  other BN-free teachers keep the grey recipe there, unmeasured).
 
 Explicit ``options`` override these key by key. Every default was chosen by measurement, on the
 val split and, since issue 19, across several independently trained teachers; the rules, figures
@@ -170,9 +172,9 @@ def recipe_choice(teacher: nn.Module, single: bool = True, image_shape: tuple[in
 
 
 def distill_recipe(teacher: nn.Module, image_shape: tuple[int, ...] | None = None, method: str | None = None) -> str:
-    """The shipped ``dfkd distill --config`` measured best for sets from this kind of teacher:
-    grey-level copies (blur, brightness) help near-binary DAFL images of a BN-free teacher (0.914 x
-    against 0.866 x over three seeds) and hurt BN-matched ones (-3.6 points on one seed); a chain
-    teacher (LeNet-5 family) also hands its strongest units to the student (README). A path
-    relative to the repository root; ``dfkd distill`` applies it by itself to ``transfer:`` sources."""
+    """The shipped ``dfkd distill --config`` measured best for sets of ``method`` (None: unknown)
+    from this kind of teacher: grey-level copies (blur, brightness) help near-binary DAFL images of
+    a BN-free teacher and hurt BN-matched and procedural ones; a chain teacher (LeNet-5 family) also
+    hands its strongest units to the student (figures in the README). A path relative to the
+    repository root; ``dfkd distill`` applies it by itself to ``transfer:`` sources."""
     return recipe_choice(teacher, image_shape=image_shape, methods=(method,) if method else ())[0]
