@@ -476,7 +476,8 @@ def test_the_chain_recipe_follows_the_sets_method(chain_teacher, tmp_path, capsy
     capsys.readouterr()
     grey_free = _resolve("--teacher", str(chain_teacher), "--source", f"transfer:{leaves}")
     assert grey_free.recipe.endswith("transfer-neighbours-init.yaml")
-    assert (grey_free.blur, grey_free.brightness, grey_free.student_init, grey_free.lr) == (0.0, 0.0, "teacher", 0.001)
+    assert (grey_free.blur, grey_free.brightness, grey_free.student_init, grey_free.lr, grey_free.epochs) == \
+        (0.0, 0.0, "teacher", 0.001, 50)
     assert "(measured best for a BN-free chain teacher (a procedural set)" in capsys.readouterr().out
     for source in (learnt, f"{leaves},{learnt}", str(tmp_path / "missing")):
         grey = _resolve("--teacher", str(chain_teacher), "--source", f"transfer:{source}")
