@@ -11,7 +11,6 @@ the teacher's kind, under whatever the user gives explicitly.
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,18 +320,15 @@ def recipe_defaults(teacher_path: str, source: str, recipe: str = "auto", teache
 
 
 def _set_methods(source: str) -> tuple[str, ...]:
-    """The synthesizer named in each ``transfer:`` set's meta (empty if any cannot be read: the
-    set's own checks report that later, with their own message)."""
-    from .errors import DatasetError
-    from .transfer_set import META_NAME, locate
+    """The synthesizer named in each ``transfer:`` set's meta (empty if any set cannot be opened:
+    loading the source reports that later, with its own one-line message)."""
+    from .transfer_set import TransferSet
 
-    methods = []
-    for part in source.removeprefix("transfer:").split(","):
-        try:
-            methods.append(str(json.loads((locate(part.strip()) / META_NAME).read_text()).get("synthesizer", "")))
-        except (OSError, ValueError, DatasetError):
-            return ()
-    return tuple(methods)
+    try:
+        return tuple(str(TransferSet.open(p, verify=False).meta.get("synthesizer", ""))
+                     for p in source.partition(":")[2].split(",") if p)
+    except (OSError, DatasetError):
+        return ()
 
 
 def recipe_layer(user: dict[str, Any], config_given: bool = False) -> tuple[dict[str, Any], str | None, str]:

@@ -463,8 +463,9 @@ def test_transfer_source_without_config_takes_the_recipe_for_the_teacher(toy_tea
 
 def test_the_chain_recipe_follows_the_sets_method(chain_teacher, tmp_path, capsys):
     """Rule R34: a dead-leaves set of a chain teacher is distilled without grey copies (blur and
-    brightness off, everything else the chain recipe's); a DAFL-style set, a mixed pair of sets and
-    a set whose meta cannot be read keep the grey copies. Checked end to end: the run records it."""
+    brightness off, 50 epochs); a set of another method, a mixed pair of sets and a set that cannot
+    be opened (missing, corrupt meta.json: loading it reports that) keep the grey copies. Checked
+    end to end: the run records the recipe."""
     from datafree_kd.synthesis import SynthesizeConfig, run_synthesis
 
     def make(method: str, **options) -> str:
@@ -479,7 +480,9 @@ def test_the_chain_recipe_follows_the_sets_method(chain_teacher, tmp_path, capsy
     assert (grey_free.blur, grey_free.brightness, grey_free.student_init, grey_free.lr, grey_free.epochs) == \
         (0.0, 0.0, "teacher", 0.001, 50)
     assert "(measured best for a BN-free chain teacher (a procedural set)" in capsys.readouterr().out
-    for source in (learnt, f"{leaves},{learnt}", str(tmp_path / "missing")):
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "meta.json").write_text("{")
+    for source in (learnt, f"{leaves},{learnt}", str(tmp_path / "missing"), str(tmp_path / "corrupt")):
         grey = _resolve("--teacher", str(chain_teacher), "--source", f"transfer:{source}")
         assert grey.recipe.endswith("transfer-neighbours-grey-init.yaml") and grey.blur == 1.5, source
     data = write_tensor_dataset(tmp_path / "toy", n_train=64, n_test=32)
